@@ -1,0 +1,52 @@
+"""Task kinds: the handler a kind runs and the engine settings that apply to it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reelhouse.core.jobs.context import TaskContext
+
+Handler = Callable[["TaskContext"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    handler: Handler
+    max_attempts: int = 5
+    backoff_base: float = 2.0  # seconds
+    backoff_cap: float = 600.0
+    timeout: float | None = None  # seconds a run may take before it counts as a transient failure
+    priority: int = 0  # default priority of new tasks (higher runs first)
+    concurrency_per_worker: int | None = None  # None: limited by the worker's pool only
+    concurrency_global: int | None = None  # across every worker, enforced at claim time
+    required_capability: str | None = None  # e.g. "h264_nvenc"; None runs anywhere
+
+
+@dataclass
+class TaskRegistry:
+    kinds: dict[str, TaskKind] = field(default_factory=dict)
+
+    def register(self, kind: TaskKind) -> TaskKind:
+        if kind.name in self.kinds:
+            raise ValueError(f"task kind {kind.name!r} registered twice")
+        self.kinds[kind.name] = kind
+        return kind
+
+    def task(self, name: str, **settings: Any) -> Callable[[Handler], Handler]:
+        """Decorator form: `@registry.task("vod.download", max_attempts=5)`."""
+
+        def wrap(handler: Handler) -> Handler:
+            self.register(TaskKind(name=name, handler=handler, **settings))
+            return handler
+
+        return wrap
+
+    def get(self, name: str) -> TaskKind | None:
+        return self.kinds.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.kinds
