@@ -222,7 +222,7 @@ class TaskQueue:
                     .execution_options(synchronize_session=False)
                 )
                 claimed = [ClaimedTask(*row) for row in result.all()]
-                for job_id in {t.job_id for t in claimed}:
+                for job_id in sorted({t.job_id for t in claimed}):  # fixed lock order
                     await conn.execute(
                         update(jobs).where(jobs.c.id == job_id, jobs.c.status == states.JOB_QUEUED)
                         .values(status=states.JOB_PROCESSING, updated_at=now)
@@ -285,7 +285,7 @@ class TaskQueue:
                                 run_after=now,
                                 finished_at=now if status in states.TASK_FINAL else None)
                     )
-                for job_id in {row.job_id for row in rows}:
+                for job_id in sorted({row.job_id for row in rows}):
                     await refresh_job(conn, job_id)
                 return len(rows)
         finally:
