@@ -1,0 +1,475 @@
+"""Asyncio Twitch chat client: one IRC connection joined to many channels, kept alive.
+
+What vod-tender's recorder lacked (reference/vod-tender.md §12.2): it reconnects forever with
+capped exponential backoff and full jitter; it notices a dead connection by itself (no
+traffic -> PING -> no answer -> reconnect); every interval a channel was not being received is
+reported as a `Gap` event, so missing chat is visible instead of silent; and the socket reader
+never waits for the consumer: events go into a bounded buffer that drops (and counts) when full.
+The token is read from the provider at every connect, so a refreshed token is picked up, and
+it never reaches a log line.
+
+    client = TwitchChatClient(["somechannel"], token=..., nick="mybot")
+    async with client:
+        async for event in client.events():
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from reelhouse.archive.twitch.irc_message import (
+    IrcMessage,
+    IrcParseError,
+    TwitchEvent,
+    format_line,
+    parse_line,
+    tmi_sent_time,
+    to_event,
+)
+
+log = logging.getLogger(__name__)
+
+TWITCH_IRC_HOST = "irc.chat.twitch.tv"
+TWITCH_IRC_PORT = 6667
+TWITCH_IRC_TLS_PORT = 6697
+CAPABILITIES = "twitch.tv/tags twitch.tv/commands"
+
+_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without space
+# Lines the client consumes itself; they say nothing about the chat being recorded.
+_PROTOCOL_COMMANDS = frozenset({"PING", "PONG", "CAP", "JOIN", "PART", "RECONNECT"})
+_AUTH_FAILURE_NOTICES = ("login authentication failed", "improperly formatted auth", "login unsuccessful")
+_MAX_LINE_BYTES = 1 << 16  # Twitch lines stay far below this (tags are capped at 8 KiB)
+
+TokenProvider = Callable[[], Awaitable[str | None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_channel(name: str) -> str:
+    """`#SomeChannel` -> `somechannel`; rejects anything that is not a Twitch login, which also
+    keeps commas and spaces out of JOIN lines."""
+    login = name.strip().removeprefix("#").lower()
+    if not _CHANNEL_LOGIN.fullmatch(login):
+        raise ValueError(f"not a Twitch channel login: {name!r}")
+    return login
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Chat of `channel` was not received from `started_at` to `ended_at`, so any message whose
+    `sent_at` falls inside may be missing. `started_at` is the last moment the old connection is
+    known to have delivered: the earlier of the arrival of its last line and that line's server
+    timestamp (lines read from the socket buffer after the link died arrive late, but their
+    server time does not lie). `ended_at` is when the channel's JOIN was confirmed again."""
+
+    channel: str
+    started_at: datetime
+    ended_at: datetime
+    reason: str
+
+    @property
+    def duration(self) -> timedelta:
+        return self.ended_at - self.started_at
+
+
+ChatEvent = TwitchEvent | Gap
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*factor**n)).
+    Full jitter spreads many recorders that lost the same server, so they do not return together."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    factor: float = 2.0
+
+    def ceiling(self, attempt: int) -> float:
+        # The exponent is bounded so a client that retried for days cannot overflow the float.
+        return min(self.cap, self.base * self.factor ** min(attempt, 64))
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, self.ceiling(attempt))
+
+
+@dataclass
+class ChatClientStats:
+    lines_received: int = 0
+    events_delivered: int = 0
+    dropped: int = 0  # events discarded because the consumer's buffer was full
+    late: int = 0  # events the consumer took more than `late_after` seconds after arrival
+    reconnections: int = 0  # established sessions that were lost, each followed by a reconnect
+    connect_failures: int = 0  # attempts that never reached the welcome message
+    auth_failures: int = 0
+    parse_errors: int = 0
+
+
+class _EventBuffer:
+    """Bounded FIFO between the socket reader and the consumer. `offer` never waits: when full
+    the event is dropped and the caller counts it. Gaps are offered with `always=True`: they are
+    few and are the only record that chat is missing, so they are never the ones dropped."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[tuple[float, ChatEvent]] = deque()
+        self._capacity = capacity
+        self._readable = asyncio.Event()
+        self._closed = False
+
+    def offer(self, event: ChatEvent, *, always: bool = False) -> bool:
+        if self._closed or (not always and len(self._items) >= self._capacity):
+            return False
+        self._items.append((time.monotonic(), event))
+        self._readable.set()
+        return True
+
+    async def take(self) -> tuple[float, ChatEvent] | None:
+        """Oldest event with its arrival time; None once closed and drained."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._readable.clear()
+            await self._readable.wait()
+        return self._items.popleft()
+
+    def close(self) -> None:
+        self._closed = True
+        self._readable.set()
+
+
+class _SessionLost(Exception):
+    def __init__(self, reason: str, *, reconnect_now: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reconnect_now = reconnect_now
+
+
+@dataclass
+class _Session:
+    """State of one TCP connection; a reconnect starts a fresh one."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    nick: str
+    last_traffic: datetime
+    last_server_time: datetime | None = None
+    established_at: float | None = None
+    joined: set[str] = field(default_factory=set)
+
+
+class TwitchChatClient:
+    """Reads chat of `channels` over one connection until stopped. Events: the typed
+    `TwitchEvent`s of irc_message (protocol chatter such as PING and numerics excluded) and a
+    `Gap` per channel per disconnected interval. Counters live in `stats`."""
+
+    def __init__(
+        self,
+        channels: Iterable[str] = (),
+        *,
+        token: str | TokenProvider | None = None,
+        nick: str | None = None,
+        host: str = TWITCH_IRC_HOST,
+        port: int | None = None,
+        tls: bool | ssl.SSLContext = False,
+        queue_size: int = 10_000,
+        late_after: float = 5.0,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        pong_timeout: float = 10.0,
+        backoff: BackoffPolicy = BackoffPolicy(),
+        stable_after: float = 60.0,
+        join_batch_size: int = 20,
+        join_window: float = 10.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """`token` (static string or async provider, `oauth:` optional) needs `nick`; without a
+        token the client reads anonymously as justinfan<digits>. `idle_timeout`: silence before
+        the client probes with PING; `pong_timeout`: how long the probe may go unanswered.
+        `stable_after`: a session that lasted this long resets the backoff. Joins are sent
+        `join_batch_size` channels per `join_window` seconds (Twitch: 20 per 10 s)."""
+        if token is not None and not nick:
+            raise ValueError("a token needs the bot's nick (TWITCH_BOT_USERNAME)")
+        if isinstance(token, str) and token and not _TOKEN.fullmatch(token.removeprefix("oauth:")):
+            raise ValueError("the token contains whitespace or control characters")  # never quote it
+        self._channels = {normalize_channel(c) for c in channels}
+        self._token = token
+        self._nick = nick.lower() if nick else None
+        self._host = host
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls is True else (tls or None)
+        self._port = port or (TWITCH_IRC_TLS_PORT if self._ssl else TWITCH_IRC_PORT)
+        self._buffer = _EventBuffer(queue_size)
+        self._late_after = late_after
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._pong_timeout = pong_timeout
+        self._backoff = backoff
+        self._stable_after = stable_after
+        self._join_batch_size = join_batch_size
+        self._join_window = join_window
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self.stats = ChatClientStats()
+        self._gap_since: dict[str, tuple[datetime, str]] = {}
+        self._session: _Session | None = None
+        self._all_joined = asyncio.Event()
+        self._run_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        # Deliberately without the token.
+        return f"TwitchChatClient(host={self._host!r}, port={self._port}, channels={sorted(self._channels)})"
+
+    @property
+    def dropped(self) -> int:
+        return self.stats.dropped
+
+    @property
+    def late(self) -> int:
+        return self.stats.late
+
+    @property
+    def reconnections(self) -> int:
+        return self.stats.reconnections
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._channels)
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._session.established_at is not None
+
+    async def start(self) -> None:
+        if self._run_task is None:
+            self._run_task = asyncio.create_task(self._run(), name="twitch-chat-client")
+
+    async def stop(self) -> None:
+        """Close the connection, report still-open gaps, and end `events()` once drained."""
+        self._stopping = True
+        if self._run_task is not None:
+            self._run_task.cancel()
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        for channel in list(self._gap_since):
+            self._close_gap(channel, suffix="; client stopped before rejoining")
+        self._buffer.close()
+
+    async def __aenter__(self) -> TwitchChatClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        """The events in arrival order, for one consumer; ends after stop() once drained."""
+        while (item := await self._buffer.take()) is not None:
+            arrived, event = item
+            if time.monotonic() - arrived > self._late_after:
+                self.stats.late += 1
+            self.stats.events_delivered += 1
+            yield event
+
+    async def wait_until_joined(self, timeout: float | None = None) -> None:
+        """Wait until the current connection has joined every channel."""
+        async with asyncio.timeout(timeout):
+            await self._all_joined.wait()
+
+    async def join(self, channel: str) -> None:
+        login = normalize_channel(channel)
+        self._channels.add(login)
+        self._all_joined.clear()
+        if self.connected and self._session is not None:
+            self._send(self._session, format_line("JOIN", f"#{login}"))
+
+    async def part(self, channel: str) -> None:
+        login = normalize_channel(channel)
+        self._channels.discard(login)
+        self._gap_since.pop(login, None)
+        if self.connected and self._session is not None and login in self._session.joined:
+            self._send(self._session, format_line("PART", f"#{login}"))
+        self._update_all_joined()
+
+    # --- connection lifecycle --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stopping:
+                lost = await self._session_outcome()
+                session, self._session = self._session, None
+                self._all_joined.clear()
+                if session is not None:
+                    session.writer.transport.abort()
+                if session is not None and session.established_at is not None:
+                    self.stats.reconnections += 1
+                    last_delivered = min(session.last_traffic, session.last_server_time or session.last_traffic)
+                    for channel in session.joined:
+                        self._gap_since.setdefault(channel, (last_delivered, lost.reason))
+                    if time.monotonic() - session.established_at >= self._stable_after:
+                        attempt = 0
+                else:
+                    self.stats.connect_failures += 1
+                delay = 0.0 if lost.reconnect_now else self._backoff.delay(attempt, self._rng)
+                attempt = attempt if lost.reconnect_now else attempt + 1
+                log.warning("twitch chat disconnected (%s); reconnecting in %.2fs", lost.reason, delay)
+                await asyncio.sleep(delay)
+        finally:
+            if self._session is not None:  # stop() cancelled us mid-session
+                self._session.writer.transport.abort()
+                self._session = None
+
+    async def _session_outcome(self) -> _SessionLost:
+        """Run one connection until it ends and say why it ended."""
+        try:
+            await self._run_session()
+        except _SessionLost as exc:
+            return exc
+        except (OSError, TimeoutError, EOFError) as exc:
+            return _SessionLost(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug must not end recording forever (vod-tender §12.2)
+            log.exception("twitch chat session failed unexpectedly")
+            return _SessionLost(f"internal error: {type(exc).__name__}")
+
+    async def _run_session(self) -> NoReturn:
+        token = await self._current_token()
+        nick = self._nick if token else f"justinfan{self._rng.randint(10_000, 99_999_999)}"
+        async with asyncio.timeout(self._connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                self._host, self._port, ssl=self._ssl, limit=_MAX_LINE_BYTES
+            )
+        session = _Session(reader=reader, writer=writer, nick=nick, last_traffic=self._clock())
+        self._session = session
+        log.info("twitch chat connected to %s:%d as %s", self._host, self._port, nick)
+        self._send(session, format_line("CAP", "REQ", trailing=CAPABILITIES))
+        if token:
+            self._send(session, f"PASS oauth:{token}", loggable="PASS oauth:***")
+        self._send(session, format_line("NICK", nick))
+        join_task: asyncio.Task[None] | None = None
+        try:
+            while True:
+                msg = await self._read_message(session)
+                if msg is None:
+                    continue
+                if msg.command == "001" and session.established_at is None:
+                    session.established_at = time.monotonic()
+                    join_task = asyncio.create_task(self._send_joins(session))
+                    self._update_all_joined()  # nothing to join counts as all joined
+                self._handle(session, msg)
+        finally:
+            if join_task is not None:
+                join_task.cancel()
+
+    async def _current_token(self) -> str | None:
+        token = self._token if self._token is None or isinstance(self._token, str) else await self._token()
+        if not token:
+            return None
+        token = token.removeprefix("oauth:")
+        if not _TOKEN.fullmatch(token):
+            # Refuse rather than send: a space or CRLF would split the PASS line. The message
+            # must not quote the token.
+            self.stats.auth_failures += 1
+            raise _SessionLost("token contains whitespace or control characters")
+        return token
+
+    async def _send_joins(self, session: _Session) -> None:
+        pending = sorted(self._channels)
+        for start in range(0, len(pending), self._join_batch_size):
+            if start:
+                await asyncio.sleep(self._join_window)
+            batch = ",".join(f"#{c}" for c in pending[start:start + self._join_batch_size])
+            self._send(session, format_line("JOIN", batch))
+
+    async def _read_message(self, session: _Session) -> IrcMessage | None:
+        """Next parsed line; probes an idle connection with PING and gives up when the probe
+        goes unanswered. Returns None for lines that do not parse."""
+        if session.established_at is None:
+            timeout, probing = self._connect_timeout, True  # no welcome in time: retry elsewhere
+        else:
+            timeout, probing = self._idle_timeout, False
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    raw = await session.reader.readline()
+                break
+            except ValueError:  # StreamReader's limit: no sane Twitch line is this long
+                raise _SessionLost(f"line longer than {_MAX_LINE_BYTES} bytes") from None
+            except TimeoutError:
+                if probing:
+                    raise _SessionLost(f"no traffic for {timeout:g}s and no reply to PING") from None
+                self._send(session, format_line("PING", trailing="tmi.twitch.tv"))
+                timeout, probing = self._pong_timeout, True
+        if not raw.endswith(b"\n"):
+            # EOF; a partial last line was cut mid-transfer and is not a message.
+            raise _SessionLost("connection closed by server")
+        session.last_traffic = self._clock()
+        self.stats.lines_received += 1
+        try:
+            msg = parse_line(raw)
+        except IrcParseError as exc:
+            self.stats.parse_errors += 1
+            log.debug("unparseable chat line (%s): %r", exc, raw[:200])
+            return None
+        if "tmi-sent-ts" in msg.tags:
+            session.last_server_time = tmi_sent_time(msg.tags) or session.last_server_time
+        return msg
+
+    def _handle(self, session: _Session, msg: IrcMessage) -> None:
+        command = msg.command
+        if command == "PING":
+            self._send(session, format_line("PONG", trailing=msg.arguments[-1] if msg.arguments else "tmi.twitch.tv"))
+        elif command == "RECONNECT":
+            raise _SessionLost("server requested reconnect", reconnect_now=True)
+        elif command == "JOIN" and msg.prefix and msg.prefix.nick == session.nick and msg.channel:
+            session.joined.add(msg.channel)
+            self._close_gap(msg.channel)
+            self._update_all_joined()
+        elif command == "PART" and msg.prefix and msg.prefix.nick == session.nick and msg.channel:
+            session.joined.discard(msg.channel)
+        elif command == "NOTICE" and session.established_at is None:
+            text = (msg.trailing or "").lower()
+            self._deliver(to_event(msg))
+            if any(marker in text for marker in _AUTH_FAILURE_NOTICES):
+                self.stats.auth_failures += 1
+                log.error("twitch chat login failed for %s: %s", session.nick, msg.trailing)
+                raise _SessionLost("login authentication failed")
+        elif command not in _PROTOCOL_COMMANDS and not command.isdigit():
+            self._deliver(to_event(msg))
+
+    def _send(self, session: _Session, line: str, *, loggable: str | None = None) -> None:
+        # No drain: client lines are a few bytes and rare; awaiting here would stall reading.
+        session.writer.write(line.encode() + b"\r\n")
+        log.debug("> %s", loggable if loggable is not None else line)
+
+    # --- events --------------------------------------------------------------------------
+
+    def _deliver(self, event: ChatEvent) -> None:
+        if not self._buffer.offer(event):
+            self.stats.dropped += 1
+
+    def _close_gap(self, channel: str, *, suffix: str = "") -> None:
+        opened = self._gap_since.pop(channel, None)
+        if opened is not None:
+            started_at, reason = opened
+            gap = Gap(channel=channel, started_at=started_at, ended_at=self._clock(), reason=reason + suffix)
+            log.info("chat gap in #%s: %.1fs (%s)", channel, gap.duration.total_seconds(), gap.reason)
+            self._buffer.offer(gap, always=True)
+
+    def _update_all_joined(self) -> None:
+        if self._session is not None and self._channels <= self._session.joined:
+            self._all_joined.set()
+        else:
+            self._all_joined.clear()
