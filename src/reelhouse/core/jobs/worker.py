@@ -30,6 +30,7 @@ from reelhouse.core.jobs.retry import backoff_delay
 from reelhouse.core.jobs.workers_table import WorkerRecord
 from reelhouse.core.telemetry.correlation import correlation_scope
 from reelhouse.core.telemetry.metrics import TASK_RUN_SECONDS, TASK_TRANSITIONS
+from reelhouse.core.telemetry.tracing import tracer
 
 log = logging.getLogger("reelhouse.worker")
 
@@ -164,7 +165,11 @@ class Worker:
                               logger=logging.getLogger(f"reelhouse.task.{task.kind}"),
                               progress_interval=self.options.progress_interval)
             started = time.monotonic()
-            outcome = await self._execute(kind, task, ctx, extra)
+            with tracer.start_as_current_span(f"task {task.kind}", attributes={
+                    "reelhouse.task_id": task.id, "reelhouse.job_id": task.job_id,
+                    "reelhouse.attempt": task.attempts}) as span:
+                outcome = await self._execute(kind, task, ctx, extra)
+                span.set_attribute("reelhouse.outcome", outcome)
             TASK_TRANSITIONS.labels(task.kind, outcome).inc()
             TASK_RUN_SECONDS.labels(task.kind, outcome).observe(time.monotonic() - started)
 
