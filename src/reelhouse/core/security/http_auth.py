@@ -49,7 +49,7 @@ async def _authenticate(request: Request) -> Principal | None:
     if admin_token and presented_admin and hmac.compare_digest(presented_admin, admin_token):
         return Principal(name="admin-token", role="admin")
     if scheme.lower() == "bearer" and value:
-        principal = await authenticate_token(state.engine, value)
+        principal = await authenticate_token(state.runtime.engine, value)
         if principal is None:
             raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
         return principal
@@ -59,7 +59,7 @@ async def _authenticate(request: Request) -> Principal | None:
         except (ValueError, UnicodeDecodeError):
             raise HTTPException(401, "malformed basic credentials") from None
         check_login_rate(request, username)
-        principal = await authenticate_password(state.engine, username, password)
+        principal = await authenticate_password(state.runtime.engine, username, password)
         if principal is None:
             raise HTTPException(401, "invalid username or password", headers={"WWW-Authenticate": "Basic"})
         return principal
