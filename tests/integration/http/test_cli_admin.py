@@ -60,7 +60,7 @@ async def test_create_user_and_job_commands(db_url, tmp_path):
 
 
 def test_invalid_config_stops_startup_naming_the_variable(tmp_path):
-    result = reelhouse("sqlite:///x.db", tmp_path, "status")
+    result = reelhouse(f"sqlite:///{tmp_path}/x.db", tmp_path, "status")
     assert result.returncode == 0, result.stderr  # sqlite:// is translated, not rejected
     env_bad = {**os.environ, "CIRCUIT_OPEN_COOLDOWN": "five minutes", "DATA_DIR": str(tmp_path)}
     bad = subprocess.run([sys.executable, "-m", "reelhouse.cli", "status"], env=env_bad,
