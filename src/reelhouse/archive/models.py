@@ -1,0 +1,121 @@
+"""Archive tables, with vod-tender's table and column names so its runbook SQL works as written
+(`SELECT twitch_vod_id, processed, processing_error FROM vods ...`,
+`SELECT vod_id, COUNT(*), MAX(timestamp) FROM chat_messages GROUP BY vod_id`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from reelhouse.core.db.models import metadata
+from reelhouse.core.db.types import BigId, JsonDoc, UtcDateTime
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("name", String(64), primary_key=True),  # Twitch login, lowercase
+    Column("twitch_user_id", String(32)),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("source", String(16), nullable=False, server_default="api"),  # env | api | cli
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+vods = Table(
+    "vods",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False, server_default=""),
+    Column("twitch_vod_id", String(64), nullable=False, unique=True),
+    Column("title", Text),
+    Column("date", UtcDateTime),
+    Column("duration_seconds", Integer),
+    Column("description", Text),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("skip_upload", Boolean, nullable=False, server_default=text("false")),
+    # A live stream's chat is recorded under a placeholder (`live-<unix>`) until the real VOD
+    # appears; placeholders never enter the download queue.
+    Column("is_placeholder", Boolean, nullable=False, server_default=text("false")),
+    Column("processed", Boolean, nullable=False, server_default=text("false")),
+    Column("processing_error", Text),
+    Column("download_state", Text),
+    Column("download_retries", Integer, nullable=False, server_default="0"),
+    Column("download_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("download_total", BigInteger, nullable=False, server_default="0"),
+    Column("download_speed", Float),
+    Column("download_eta_seconds", Float),
+    Column("progress_updated_at", UtcDateTime),
+    Column("downloaded_path", Text),
+    Column("youtube_url", Text),
+    Column("youtube_upload_uri", Text),  # the resumable session, so a restart resumes the upload
+    Column("uploaded_at", UtcDateTime),
+    Column("job_id", BigId),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime),
+    Index("idx_vods_channel_date", "channel", "date"),
+    Index("idx_vods_channel_processed", "channel", "processed", "priority", "date"),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("channel", String(64), primary_key=True, server_default=""),
+    Column("access_token", Text),  # encrypted (envelope) when MASTER_ENCRYPTION_KEY is set
+    Column("refresh_token", Text),
+    Column("expires_at", UtcDateTime),
+    Column("scope", Text),
+    Column("encryption_version", Integer, nullable=False, server_default="0"),
+    Column("encryption_key_id", String(64)),
+    Column("updated_at", UtcDateTime),
+)
+
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False, server_default=""),
+    Column("vod_id", String(64), ForeignKey("vods.twitch_vod_id", onupdate="CASCADE", ondelete="CASCADE"),
+           nullable=False),
+    Column("message_id", String(64), nullable=False),  # Twitch's `id` tag; reconnect duplicates dropped
+    Column("kind", String(16), nullable=False, server_default="message"),  # message|notice|clearchat|clearmsg
+    Column("timestamp", UtcDateTime, nullable=False),  # absolute (tmi-sent-ts)
+    Column("rel_timestamp", Float, nullable=False),  # seconds since the VOD started
+    Column("user_id", String(32)),
+    Column("username", String(64)),
+    Column("display_name", String(64)),
+    Column("message", Text),
+    Column("badges", Text),
+    Column("emotes", Text),
+    Column("color", String(16)),
+    Column("bits", Integer),
+    Column("reply_to_id", String(64)),
+    Column("reply_to_username", String(64)),
+    Column("reply_to_message", Text),
+    Column("tags", JsonDoc),
+    UniqueConstraint("message_id", name="uq_chat_messages_message_id"),
+    Index("idx_chat_vod_rel", "vod_id", "rel_timestamp", "id"),
+    Index("idx_chat_vod_abs", "vod_id", "timestamp"),
+)
+
+chat_gaps = Table(
+    "chat_gaps",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False),
+    Column("vod_id", String(64)),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("reason", Text),
+)
