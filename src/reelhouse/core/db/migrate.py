@@ -45,8 +45,11 @@ def _upgrade(connection: Connection) -> None:
 
 def _pending(connection: Connection) -> list[str]:
     script = ScriptDirectory.from_config(alembic_config())
-    current = set(MigrationContext.configure(connection).get_current_heads())
-    return [rev for rev in script.get_heads() if rev not in current]
+    current = MigrationContext.configure(connection).get_current_heads()
+    # alembic_version keeps only leaves: a revision that another one depends on is applied
+    # without being listed, so compare against everything below the current heads.
+    applied = {rev.revision for rev in script.iterate_revisions(current, "base")} if current else set()
+    return [rev for rev in script.get_heads() if rev not in applied]
 
 
 async def run_migrations(engine: AsyncEngine) -> None:
