@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if background:
             scheduler = Scheduler(runtime.engine, runtime.periodic)
             tasks.append(asyncio.create_task(scheduler.run(stop)))
+            tasks.extend(asyncio.create_task(service(runtime, stop)) for service in runtime.services)
             if settings.server.embedded_worker and runtime.registry.kinds:
                 caps = await detect_capabilities(settings.media)
                 worker = Worker(runtime.engine, runtime.registry,

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from typing import Any, Optional, TypeVar
 
 import typer
@@ -24,6 +25,9 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(audit_app, name="audit")
+# Domains add their command groups (`reelhouse vod ...`, `reelhouse chat ...`) by entry point.
+for _entry in entry_points(group="reelhouse.cli"):
+    app.add_typer(_entry.load(), name=_entry.name)
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")

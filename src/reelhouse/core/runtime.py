@@ -36,6 +36,10 @@ class Runtime:
     periodic: list[PeriodicTask] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
     status_providers: list[StatusProvider] = field(default_factory=list)
+    # Called before each /metrics scrape to set gauges that mirror database state.
+    metric_refreshers: list[Callable[["Runtime"], Awaitable[None]]] = field(default_factory=list)
+    # Long-running services (chat recorder...) started by `serve` next to the worker.
+    services: list[Callable[["Runtime", Any], Awaitable[None]]] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
 
     @property

@@ -129,5 +129,8 @@ async def refresh_gauges(runtime) -> None:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    await refresh_gauges(request.app.state.runtime)
+    runtime = request.app.state.runtime
+    await refresh_gauges(runtime)
+    for refresh in runtime.metric_refreshers:
+        await refresh(runtime)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
