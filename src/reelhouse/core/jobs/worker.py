@@ -263,8 +263,10 @@ class Worker:
         if not self._running:
             return
         await self.record.mark_stopping()
-        _done, pending = await asyncio.wait(list(self._running.values()),
-                                            timeout=self.options.shutdown_grace)
+        runners = list(self._running.values())  # re-read: some may have finished meanwhile
+        if not runners:
+            return
+        _done, pending = await asyncio.wait(runners, timeout=self.options.shutdown_grace)
         for runner in pending:
             task_id = next((i for i, t in self._running.items() if t is runner), None)
             if task_id is not None:
