@@ -1,0 +1,41 @@
+"""Every environment variable the code reads is documented in docs/CONFIG.md."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from pydantic import AliasChoices
+
+import reelhouse
+from reelhouse.config import _Section
+
+CONFIG_DOC = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
+
+
+def _all_sections() -> set[type]:
+    for module in pkgutil.walk_packages(reelhouse.__path__, "reelhouse."):
+        if module.name.endswith(("settings", "config")):
+            importlib.import_module(module.name)
+    found, stack = set(), [_Section]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            found.add(sub)
+            stack.append(sub)
+    return found
+
+
+def test_every_variable_is_documented():
+    doc = CONFIG_DOC.read_text()
+    names = set()
+    for section in _all_sections():
+        for field in section.model_fields.values():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.update(str(choice) for choice in alias.choices)
+            elif alias:
+                names.add(str(alias))
+    assert len(names) > 30
+    missing = sorted(name for name in names if f"`{name}`" not in doc)
+    assert missing == [], f"undocumented variables: {missing}"
