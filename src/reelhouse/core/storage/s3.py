@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import math
 import os
@@ -40,7 +39,7 @@ from reelhouse.core.storage.base import (
     validate_key,
     validate_prefix,
 )
-from reelhouse.core.storage.fs_io import run_blocking
+from reelhouse.core.storage.s3_parts import PartBody, file_parts, memory_parts, prepend, stream_parts
 
 if TYPE_CHECKING:
     from reelhouse.config import Settings
@@ -52,37 +51,6 @@ MIN_PART_SIZE = 5 << 20
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived presigned URLs
 
 
-async def _file_parts(path: str | os.PathLike[str], part_size: int) -> AsyncIterator[bytes]:
-    with open(path, "rb") as file:
-        while part := await run_blocking(file.read, part_size):
-            yield part
-
-
-async def _stream_parts(source: AsyncIterable[bytes], part_size: int) -> AsyncIterator[bytearray]:
-    # Each part is one preallocated buffer filled in place: every byte is copied once, and no
-    # join or slice ever holds a second copy of a part.
-    part, filled = bytearray(part_size), 0
-    async for chunk in source:
-        view = memoryview(chunk)
-        while view:
-            take = min(len(view), part_size - filled)
-            part[filled : filled + take] = view[:take]
-            filled += take
-            view = view[take:]
-            if filled == part_size:
-                yield part
-                part, filled = bytearray(part_size), 0
-    if filled:
-        del part[filled:]
-        yield part
-
-
-async def _memory_parts(data: bytes | bytearray | memoryview, part_size: int) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for offset in range(0, len(view), part_size):
-        yield bytes(view[offset : offset + part_size])
-
-
 def _response_date(response: dict[str, Any]) -> datetime:
     """The server's clock at completion, which is what S3 records as LastModified."""
     header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
@@ -92,67 +60,15 @@ def _response_date(response: dict[str, Any]) -> datetime:
         return datetime.now(UTC)
 
 
-class _PartBody(io.RawIOBase):
-    """A seekable read-only stream over one part, used as the request body.
-
-    Given `bytes`, botocore wraps them in a BytesIO and aiohttp's BytesIO payload then copies
-    the whole buffer (`getbuffer()` unshares it), so each in-flight part would cost twice its
-    size. A plain stream is read in 256 KiB pieces instead. `close` keeps the data so that
-    botocore can rewind and resend the part on a retry.
-    """
-
-    def __init__(self, data: bytes | bytearray) -> None:
-        super().__init__()
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = min(max(base + offset, 0), len(self._view))
-        return self._pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(self._pos + size, len(self._view))
-        data = bytes(self._view[self._pos : end])
-        self._pos = end
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        """Deliberately keeps the stream usable: see the class docstring."""
-
-
 def _raise_first_failure(done: set[asyncio.Task[None]]) -> None:
     failures = [error for task in done if (error := task.exception()) is not None]  # all retrieved
     if failures:
         raise failures[0]
 
 
-async def _then(
-    first: list[bytes | bytearray], rest: AsyncIterator[bytes | bytearray]
-) -> AsyncIterator[bytes | bytearray]:
-    # pop() rather than iterate, so parts already handed out are not kept alive by the list.
-    while first:
-        yield first.pop(0)
-    async for part in rest:
-        yield part
-
-
 class S3Storage:
-    """Objects in one bucket. Create it inside the event loop that will use it."""
+    """Objects in one bucket. Use it from one event loop: the connection pool opens on first
+    use and belongs to that loop; `aclose()` releases it."""
 
     name = "s3"
 
@@ -234,14 +150,14 @@ class S3Storage:
     def _parts(self, source: ByteSource) -> tuple[int, AsyncIterator[bytes | bytearray]]:
         """The part size for this source and its parts; every part but the last is full."""
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return self.part_size, _memory_parts(source, self.part_size)
+            return self.part_size, memory_parts(source, self.part_size)
         if isinstance(source, (str, os.PathLike)):
             # Known size: grow parts so that even huge files fit in S3's 10,000-part limit.
             needed_mb = math.ceil(os.path.getsize(source) / MAX_PARTS / (1 << 20))
             part_size = max(self.part_size, needed_mb << 20)
-            return part_size, _file_parts(source, part_size)
+            return part_size, file_parts(source, part_size)
         if isinstance(source, AsyncIterable):
-            return self.part_size, _stream_parts(source, self.part_size)
+            return self.part_size, stream_parts(source, self.part_size)
         raise TypeError(f"put() source must be a path, bytes or an async iterable, not {type(source).__name__}")
 
     async def put(self, key: str, source: ByteSource) -> ObjectInfo:
@@ -254,12 +170,12 @@ class S3Storage:
                 size = len(first)
                 with self._errors("put", key):
                     response = await s3.put_object(
-                        Bucket=self.bucket, Key=key, Body=_PartBody(first), ContentType=guess_content_type(key)
+                        Bucket=self.bucket, Key=key, Body=PartBody(first), ContentType=guess_content_type(key)
                     )
             else:
                 head = [first]
                 del first
-                response, size = await self._multipart(s3, key, _then(head, parts))
+                response, size = await self._multipart(s3, key, prepend(head, parts))
         # Built from the response rather than a HEAD: an HLS ladder writes thousands of small
         # segments, and a second round trip each would double the request count.
         return ObjectInfo(
@@ -324,7 +240,7 @@ class S3Storage:
     ) -> None:
         with self._errors(f"upload of part {number} of", key):
             response = await s3.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_PartBody(body)
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=PartBody(body)
             )
         etags[number] = response["ETag"]
 
