@@ -1,0 +1,95 @@
+"""Chat events -> `chat_messages` rows (tuples in `writer.COLUMNS` order).
+
+What vod-tender lost and we keep (reference §12.2): Twitch's message id (the dedupe key), the
+user id and login next to the display name, badges and emotes in IRC's own `set/version` and
+`id:start-end` forms (what a player needs to render them), reply fields, bits, and
+USERNOTICE / CLEARCHAT / CLEARMSG as events of their own `kind`, so a moderator's deletion is
+replayable and nothing is erased. Tags without a column of their own go to the `tags` JSON.
+The timestamp is the server's `tmi-sent-ts`, not the time we happened to read the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from reelhouse.archive.chat.writer import tags_json
+from reelhouse.archive.twitch.irc_message import ChatMessage, ClearChat, ClearMsg, UserNotice
+
+KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG = "message", "notice", "clearchat", "clearmsg"
+KINDS = (KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG)
+RecordableEvent = ChatMessage | UserNotice | ClearChat | ClearMsg
+
+# Tags that have a column (or are the same for every row of a channel) stay out of `tags`.
+_IN_COLUMNS = frozenset({
+    "id", "user-id", "display-name", "color", "badges", "emotes", "bits", "tmi-sent-ts", "login",
+    "reply-parent-msg-id", "reply-parent-user-login", "reply-parent-msg-body", "room-id",
+})
+
+
+def _clip(value: str | None, length: int) -> str | None:
+    # Column widths are enforced by PostgreSQL; one oversized value must not sink a batch.
+    return value if value is None or len(value) <= length else value[:length]
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; chat text is user input and may contain one.
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
+def _extra_tags(tags: Mapping[str, str]) -> str | None:
+    extra = {key: value for key, value in tags.items() if value and key not in _IN_COLUMNS}
+    if not extra:
+        return None
+    encoded = tags_json(extra)
+    return encoded.replace("\\u0000", "") if "\\u0000" in encoded else encoded
+
+
+def synthetic_id(*parts: object) -> str:
+    """A stable id for events Twitch sends without one (CLEARCHAT, CLEARMSG, tagless lines), so
+    the same event read twice across a reconnect is still stored once."""
+    digest = hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return "h:" + digest
+
+
+def event_time(event: RecordableEvent, received_at: datetime | None = None) -> datetime:
+    return event.sent_at or received_at or datetime.now(UTC)
+
+
+def build_row(event: RecordableEvent, vod_id: str, vod_start: float, received_at: datetime | None = None) -> tuple[Any, ...]:
+    """The row for `event` recorded under `vod_id`; `vod_start` is the VOD start as a unix time."""
+    ts = event_time(event, received_at)
+    rel = ts.timestamp() - vod_start
+    tags = event.tags
+    channel = event.channel
+    if isinstance(event, ChatMessage):
+        message_id = event.message_id or synthetic_id(channel, event.login, tags.get("tmi-sent-ts"), event.text)
+        return (
+            channel, vod_id, _clip(message_id, 64), KIND_MESSAGE, ts, rel, _clip(event.user_id, 32),
+            _clip(event.login, 64), _clip(event.display_name, 64), _text(event.text),
+            tags.get("badges") or None, tags.get("emotes") or None, _clip(event.color, 16), event.bits or None,
+            _clip(event.reply_parent_msg_id, 64), _clip(event.reply_parent_user_login, 64),
+            _text(event.reply_parent_msg_body), _extra_tags(tags),
+        )
+    if isinstance(event, UserNotice):
+        message_id = event.message_id or synthetic_id(channel, "notice", tags.get("tmi-sent-ts"), event.kind, event.login)
+        return (
+            channel, vod_id, _clip(message_id, 64), KIND_NOTICE, ts, rel, _clip(event.user_id, 32),
+            _clip(event.login, 64), _clip(event.display_name, 64), _text(event.text),
+            tags.get("badges") or None, tags.get("emotes") or None, _clip(tags.get("color") or None, 16), None,
+            None, None, None, _extra_tags(tags),
+        )
+    if isinstance(event, ClearChat):
+        message_id = synthetic_id(channel, "clearchat", tags.get("tmi-sent-ts"), event.target_login, event.ban_duration)
+        return (
+            channel, vod_id, message_id, KIND_CLEARCHAT, ts, rel, _clip(event.target_user_id, 32),
+            _clip(event.target_login, 64), None, None, None, None, None, None, None, None, None,
+            _extra_tags(tags),
+        )
+    message_id = synthetic_id(channel, "clearmsg", event.target_msg_id, tags.get("tmi-sent-ts"))
+    return (
+        channel, vod_id, message_id, KIND_CLEARMSG, ts, rel, None, _clip(event.login, 64), None,
+        _text(event.text), None, None, None, None, None, None, None, _extra_tags(tags),
+    )

@@ -1,0 +1,72 @@
+"""Fixtures for the chat storage tests: an engine on each backend (from tests/conftest.py), the
+fake Twitch IRC server, and helpers to create VOD rows and count what was stored."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from reelhouse.archive.chat.recorder import ensure_vod
+from reelhouse.archive.models import chat_gaps, chat_messages
+from reelhouse.archive.twitch.irc_client import BackoffPolicy, TwitchChatClient
+from tests.fakes.twitch_irc import FakeTwitchIrcServer
+
+FAST_BACKOFF = BackoffPolicy(base=0.02, cap=0.2)
+T0 = datetime(2024, 5, 1, 18, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def irc_server() -> AsyncIterator[FakeTwitchIrcServer]:
+    async with FakeTwitchIrcServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def make_client(irc_server) -> AsyncIterator[Callable[..., TwitchChatClient]]:
+    clients: list[TwitchChatClient] = []
+
+    def build(channels=("dallas",), **overrides) -> TwitchChatClient:
+        options = dict(host=irc_server.host, port=irc_server.port, backoff=FAST_BACKOFF, rng=random.Random(7),
+                       connect_timeout=2.0, idle_timeout=30.0, pong_timeout=5.0)
+        options.update(overrides)
+        client = TwitchChatClient(channels, **options)
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        await client.stop()
+
+
+async def make_vod(engine, vod_id: str, channel: str = "dallas", started_at: datetime = T0, **kwargs) -> None:
+    await ensure_vod(engine, vod_id, channel=channel, started_at=started_at, **kwargs)
+
+
+async def scalar(engine, query):
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).scalar_one()
+
+
+async def count_messages(engine, **filters) -> int:
+    query = select(func.count()).select_from(chat_messages)
+    for column, value in filters.items():
+        query = query.where(chat_messages.c[column] == value)
+    return await scalar(engine, query)
+
+
+async def count_gaps(engine, **filters) -> int:
+    query = select(func.count()).select_from(chat_gaps)
+    for column, value in filters.items():
+        query = query.where(chat_gaps.c[column] == value)
+    return await scalar(engine, query)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(interval)
