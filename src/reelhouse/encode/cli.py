@@ -1,0 +1,171 @@
+"""`reelhouse encode SOURCE`: submit an encode from the command line and, with --wait, follow it.
+
+SOURCE is an http(s) URL (fetched with yt-dlp), a local file (stored first, like an upload),
+or the key of an object already in storage. With --work the command also runs the encode
+tasks in this process, for a machine where no `reelhouse serve` or worker is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reelhouse.core.jobs import control, states
+
+encode_app = typer.Typer(help="Encode media to an HLS ladder or an MP4.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+@encode_app.callback(invoke_without_command=True)
+def encode(
+    source: str = typer.Argument(..., help="http(s) URL, local file, or storage key"),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile name (default ENCODE_DEFAULT_PROFILE)"),
+    output_prefix: Optional[str] = typer.Option(None, "--output-prefix", help="Relative to ENCODE_OUTPUT_PREFIX"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="x264 preset override, e.g. ultrafast"),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends, then its outputs"),
+    work: bool = typer.Option(False, "--work", help="Run the encode tasks in this process (implies --wait)"),
+    poll: float = typer.Option(0.5, "--poll", min=0.05, help="Seconds between progress polls"),
+) -> None:
+    """Submit an encode job."""
+    from reelhouse.cli import load_settings  # imported late: reelhouse.cli loads this module
+
+    settings = load_settings()
+    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    code = asyncio.run(_main(settings, source, profile, output_prefix, preset, wait or work, work, poll))
+    if code:
+        raise typer.Exit(code)
+
+
+async def _main(settings: Any, source: str, profile: str | None, output_prefix: str | None,
+                preset: str | None, wait: bool, work: bool, poll: float) -> int:
+    from reelhouse.core.db.migrate import run_migrations
+    from reelhouse.core.runtime import build_runtime
+    from reelhouse.encode.plugin import setup
+    from reelhouse.encode.submit import SubmitError, submit_encode
+
+    # Domains are not loaded through entry points here: this command needs only its own, and
+    # loading them would register the encode kinds twice.
+    runtime = build_runtime(settings, load_domains=False)
+    domain = setup(runtime)
+    service = domain.service
+    worker_task = worker = None
+    try:
+        await run_migrations(runtime.engine)
+        try:
+            request = await _request_for(service, source, profile, output_prefix, preset)
+            submitted = await submit_encode(service, domain.pipeline, request, actor="cli")
+        except SubmitError as exc:
+            err.print(f"[red]{exc.message}[/red]")
+            return EXIT_BAD_INPUT
+        job_id = submitted["job_id"]
+        console.print(f"job [bold]{job_id}[/bold] queued: {submitted['first_task']} "
+                      f"(profile {submitted['profile']}, output {submitted['output_prefix']}/)")
+        if not wait:
+            return 0
+        if work:
+            worker, worker_task = _start_worker(runtime)
+        job = await _follow(runtime.engine, job_id, poll, worker_task)
+        return await _report(service, job)
+    finally:
+        if worker is not None and worker_task is not None:
+            worker.request_stop()
+            await asyncio.gather(worker_task, return_exceptions=True)
+        await service.close_storage()
+        await runtime.engine.dispose()
+
+
+async def _request_for(service: Any, source: str, profile: str | None, output_prefix: str | None,
+                       preset: str | None) -> Any:
+    from reelhouse.core.storage import InvalidKey, ObjectNotFound
+    from reelhouse.encode.submit import EncodeRequest, SubmitError
+
+    common = {"profile": profile, "output_prefix": output_prefix, "preset": preset}
+    if source.startswith(("http://", "https://")):
+        return EncodeRequest(source_kind="url", source_url=source, **common)
+    path = Path(source).expanduser()
+    if path.is_file():
+        key = service.upload_key(path.name)
+        with console.status(f"storing {path.name} ({path.stat().st_size} bytes) as {key}"):
+            await service.storage().put(key, path)
+        return EncodeRequest(source_kind="upload", source_key=key, source_name=path.name, **common)
+    try:
+        await service.storage().stat(source)
+    except (ObjectNotFound, InvalidKey):
+        raise SubmitError(2, f"{source!r} is not an http(s) URL, a local file, or a key in storage") from None
+    return EncodeRequest(source_kind="key", source_key=source, **common)
+
+
+def _start_worker(runtime: Any) -> tuple[Any, asyncio.Task[None]]:
+    from reelhouse.app import worker_options
+    from reelhouse.core.jobs.worker import Worker
+    from reelhouse.encode.pipeline import ENCODE_KINDS
+
+    options = worker_options(runtime.settings)
+    options.kinds = list(ENCODE_KINDS)
+    options.poll_interval = min(options.poll_interval, 0.5)
+    worker = Worker(runtime.engine, runtime.registry, options)
+    return worker, asyncio.create_task(worker.run())
+
+
+def _describe(job: dict[str, Any]) -> tuple[str, float, str]:
+    """(description, percent of the current step, detail) for the progress line."""
+    current = next((t for t in job["tasks"] if t["status"] == states.RUNNING), None)
+    if current is None:
+        return f"{job['status']}", job["progress"] * 100, ""
+    detail = current.get("progress_detail") or {}
+    stage = detail.get("stage") or current["kind"].removeprefix("encode.")
+    bits = []
+    if detail.get("fps"):
+        bits.append(f"{detail['fps']:.0f} fps")
+    if detail.get("speed"):
+        bits.append(f"{detail['speed']:.2f}x")
+    if detail.get("eta_seconds") is not None:
+        bits.append(f"ETA {detail['eta_seconds']:.0f}s")
+    return stage, current["progress"] * 100, "  ".join(bits)
+
+
+async def _follow(engine: Any, job_id: int, poll: float, worker_task: asyncio.Task[None] | None) -> dict[str, Any]:
+    columns = (TextColumn("[bold]{task.description:<12}"), BarColumn(), TaskProgressColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        line = bar.add_task("queued", total=100, detail="")
+        while True:
+            job = await control.get_job(engine, job_id)
+            assert job is not None
+            description, percent, detail = _describe(job)
+            bar.update(line, description=description, completed=percent, detail=detail)
+            if job["status"] in states.JOB_FINAL:
+                if job["status"] == states.JOB_COMPLETED:
+                    bar.update(line, description="done", completed=100, detail="")
+                return job
+            if worker_task is not None and worker_task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    worker_task.result()  # surfaces a crashed in-process worker
+                raise RuntimeError("the in-process worker stopped before the job finished")
+            await asyncio.sleep(poll)
+
+
+async def _report(service: Any, job: dict[str, Any]) -> int:
+    from reelhouse.encode.assets import get_asset
+
+    if job["status"] != states.JOB_COMPLETED:
+        err.print(f"[red]job {job['id']} {job['status']}[/red]" + (f": {job['error']}" if job.get("error") else ""))
+        return EXIT_FAILED
+    asset = await get_asset(service.engine, job_id=job["id"])
+    assert asset is not None
+    console.print(f"asset [bold]{asset['id']}[/bold]: {asset['master_key']}  (served at {asset['master_url']})")
+    table = Table("rendition", "size", "bandwidth", "codecs", "key")
+    for rung in asset["renditions"]:
+        table.add_row(rung["name"], f"{rung['width']}x{rung['height']}", f"{rung['bandwidth'] // 1000} kb/s",
+                      rung["codecs"] or "", rung["key"])
+    console.print(table)
+    return 0
