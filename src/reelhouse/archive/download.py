@@ -1,0 +1,190 @@
+"""The `vod.download` task: one VOD from Twitch (or any yt-dlp URL) to local disk.
+
+Output is `DATA_DIR/<channel>/twitch_<id>.mp4`: one directory per channel, so one channel's
+sweeps and retention never touch another's files, and a stable name so a retry or a restarted
+worker resumes the `.part` files. The `vods` row is kept truthful for the runbook SQL:
+`download_state` is one of pending | downloading | complete | failed | canceled | interrupted
+(vod-tender stored raw yt-dlp lines there), progress columns are written at most every 2 s,
+`download_retries` counts failed attempts, `processing_error` says what went wrong, and a VOD
+that can no longer succeed is `processed` with its error (the runbook's "permanently failed").
+
+On success the `vod.upload` task is enqueued in the same job before this one returns, so the
+download slot (MAX_CONCURRENT_DOWNLOADS, enforced at claim time) is free while the upload runs:
+vod-tender held its only slot through the whole upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reelhouse.archive import metrics
+from reelhouse.archive.models import vods
+from reelhouse.archive.ytdlp import DownloadProgress, DownloadRequest, discard_partial_files, run_download
+from reelhouse.core.db.models import tasks
+from reelhouse.core.db.types import utcnow
+from reelhouse.core.jobs.context import TaskContext
+from reelhouse.core.jobs.errors import CircuitOpenError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from reelhouse.archive.pipeline import ArchiveServices
+
+log = logging.getLogger("reelhouse.archive.download")
+
+PROGRESS_WRITE_INTERVAL = 2.0  # seconds between progress writes: the database is not a ticker
+CANCELLED_MESSAGE = "cancelled by operator"
+
+
+async def load_vod(engine: AsyncEngine, twitch_vod_id: str) -> Any:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(vods).where(vods.c.twitch_vod_id == twitch_vod_id))).first()
+    if row is None:
+        raise PermanentError(f"vod {twitch_vod_id} is not in the vods table")
+    return row
+
+
+async def update_vod(engine: AsyncEngine, twitch_vod_id: str, **values: Any) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(vods).where(vods.c.twitch_vod_id == twitch_vod_id)
+                           .values(updated_at=utcnow(), **values))
+
+
+async def cancel_was_requested(engine: AsyncEngine, task_id: int) -> bool:
+    """Tells an operator's cancel apart from a shutdown or a lost lease (both also cancel the
+    handler, but the task is then resumed elsewhere, not ended)."""
+    async with engine.connect() as conn:
+        return bool((await conn.execute(select(tasks.c.cancel_requested).where(tasks.c.id == task_id))).scalar())
+
+
+async def note_last_attempt(engine: AsyncEngine, ctx: TaskContext, row: Any, step: str) -> None:
+    """Before the last attempt, leave an error on the row if none is there: should this attempt
+    be lost with its worker (SIGKILL, OOM), the task ends dead without the handler running again,
+    and the row must still say the VOD failed rather than look pending forever."""
+    if ctx.attempt >= ctx.task.max_attempts and not row.processing_error:
+        await update_vod(engine, row.twitch_vod_id,
+                         processing_error=f"{step}: earlier attempts were interrupted (worker lost); last attempt")
+
+
+class ProgressWriter:
+    """yt-dlp reports progress many times a second; the row and the task hear of it at most
+    every PROGRESS_WRITE_INTERVAL seconds."""
+
+    def __init__(self, engine: AsyncEngine, ctx: TaskContext, twitch_vod_id: str) -> None:
+        self.engine, self.ctx, self.vod_id = engine, ctx, twitch_vod_id
+        self._last = 0.0
+
+    async def __call__(self, progress: DownloadProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < PROGRESS_WRITE_INTERVAL:
+            return
+        self._last = now
+        await update_vod(self.engine, self.vod_id, download_state="downloading",
+                         download_bytes=progress.downloaded_bytes, download_total=progress.total_bytes or 0,
+                         download_speed=progress.speed, download_eta_seconds=progress.eta,
+                         progress_updated_at=utcnow())
+        await self.ctx.report_progress(progress.fraction or 0.0, force=True, step="download",
+                                       bytes=progress.downloaded_bytes, total=progress.total_bytes,
+                                       speed=progress.speed, eta=progress.eta)
+
+
+async def download_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, Any]:
+    engine = services.engine
+    settings = await services.settings()
+    vod_id = str(ctx.payload["vod_id"])
+    row = await load_vod(engine, vod_id)
+    channel = row.channel
+    if row.processed and row.youtube_url:
+        return {"vod_id": vod_id, "skipped": "already processed"}
+    allowed, until = await services.breaker.allow(channel)
+    if not allowed:
+        assert until is not None
+        raise CircuitOpenError(channel or "default channel", until)
+    await note_last_attempt(engine, ctx, row, "download")
+
+    output = services.vod_path(channel, vod_id)
+    started_at = utcnow()
+    if row.download_state == "complete" and row.downloaded_path and Path(row.downloaded_path).is_file():
+        # The previous run finished the file but died before enqueueing the upload.
+        path, seconds = Path(row.downloaded_path), 0.0
+    else:
+        path, seconds = await _run(services, ctx, settings, row, output)
+        size = path.stat().st_size
+        await update_vod(engine, vod_id, downloaded_path=str(path), download_state="complete",
+                         download_bytes=size, download_total=size, download_speed=None,
+                         download_eta_seconds=None, progress_updated_at=utcnow(), processing_error=None)
+        before = (await services.breaker.state(channel)).state
+        await services.breaker.record_success(channel)
+        metrics.breaker_changed(before, await services.breaker.state(channel))
+        metrics.DOWNLOADS_SUCCEEDED.labels(channel).inc()
+        metrics.observe_step("download", seconds)
+        await metrics.record_average(engine, "avg_download_ms", seconds * 1000, channel)
+        log.info("downloaded %s in %.1fs", vod_id, seconds,
+                 extra={"component": "vod_download", "channel": channel, "vod_id": vod_id,
+                        "bytes": size, "dl_ms": int(seconds * 1000)})
+    await ctx.report_progress(1.0, force=True, step="download")
+    generation = int(ctx.payload.get("generation", 0))
+    await ctx.enqueue_next(
+        "vod.upload", {"vod_id": vod_id, "channel": channel, "generation": generation,
+                       "processing_started_at": started_at.timestamp()},
+        idempotency_key=f"vod.upload:{vod_id}:g{generation}", max_attempts=settings.upload_max_attempts,
+        priority=row.priority,
+    )
+    return {"vod_id": vod_id, "path": str(path), "bytes": path.stat().st_size, "seconds": round(seconds, 3)}
+
+
+async def _run(services: ArchiveServices, ctx: TaskContext, settings: Any, row: Any, output: Path) -> tuple[Path, float]:
+    engine, vod_id, channel = services.engine, row.twitch_vod_id, row.channel
+    await update_vod(engine, vod_id, download_state="downloading", progress_updated_at=utcnow())
+    metrics.DOWNLOADS_STARTED.labels(channel).inc()
+    request = DownloadRequest(
+        url=settings.vod_url(vod_id), output=output, rate_limit=settings.download_rate_limit,
+        concurrent_fragments=settings.ytdlp_concurrent_fragments, max_bytes=settings.download_max_bytes,
+        cookies_path=settings.ytdlp_cookies_path, extra_args=settings.ytdlp_extra_args,
+        verbose=settings.ytdlp_verbose, ffmpeg_location=services.runtime.settings.media.ffmpeg_path,
+    )
+    timeout = settings.download_timeout.total_seconds() or None
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await run_download(request, ProgressWriter(engine, ctx, vod_id))
+        except TimeoutError:
+            raise TransientError(f"download timed out after {settings.download_timeout} (DOWNLOAD_TIMEOUT)") from None
+    except asyncio.CancelledError:
+        await asyncio.shield(_record_interruption(engine, ctx, vod_id))
+        raise
+    except PermanentError as exc:
+        metrics.DOWNLOADS_FAILED.labels(channel).inc()
+        discard_partial_files(output)  # nothing will resume them
+        await update_vod(engine, vod_id, download_state="failed", processed=True,
+                         processing_error=f"download: {exc.reason}", download_retries=row.download_retries + 1)
+        log.warning("download of %s failed permanently: %s", vod_id, exc.reason.splitlines()[0],
+                    extra={"component": "vod_download", "channel": channel, "vod_id": vod_id})
+        raise
+    except Exception as exc:
+        metrics.DOWNLOADS_FAILED.labels(channel).inc()
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        before = (await services.breaker.state(channel)).state
+        state = await services.breaker.record_failure(channel)
+        metrics.CIRCUIT_FAILURES.labels(channel).inc()
+        metrics.breaker_changed(before, state)
+        last = ctx.attempt >= ctx.task.max_attempts
+        suffix = f" (gave up after {ctx.attempt} attempts)" if last else f" (attempt {ctx.attempt}/{ctx.task.max_attempts}; will retry)"
+        await update_vod(engine, vod_id, download_state="failed" if last else "interrupted", processed=last,
+                         processing_error=f"download: {reason}{suffix}", download_retries=row.download_retries + 1)
+        raise TransientError(reason) from None
+    return result.path, result.seconds
+
+
+async def _record_interruption(engine: AsyncEngine, ctx: TaskContext, vod_id: str) -> None:
+    if await cancel_was_requested(engine, ctx.task.id):
+        await update_vod(engine, vod_id, download_state="canceled", processing_error=CANCELLED_MESSAGE,
+                         download_speed=None, download_eta_seconds=None)
+    else:
+        # Shutdown or lost lease: the task goes back to the queue and resumes the .part files.
+        await update_vod(engine, vod_id, download_state="interrupted", download_speed=None, download_eta_seconds=None)

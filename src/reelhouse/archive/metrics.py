@@ -1,0 +1,106 @@
+"""Archive metrics with vod-tender's names (seed 003), each one updated by the code that does
+the work; moving averages (`avg_*_ms`) in kv for /status.
+
+Differences from vod-tender, on purpose: counters carry a `channel` label (vod-tender's were
+unlabeled, so channels overwrote each other's gauges); a download attempt counts once as
+started and once as succeeded or failed (vod-tender double-counted, so its failure-rate alert
+could pass 100%); `vod_processing_cycles_total` counts discovery runs, not picked VODs (so
+"no cycles" really means the scheduler stopped); the breaker gauges are set on every
+transition and refreshed from kv at scrape time (vod-tender set "open" on any failure).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reelhouse.archive.models import vods
+from reelhouse.core.jobs.circuit import STATE_CODES, BreakerState
+from reelhouse.core.jobs.kv import KV
+from reelhouse.core.telemetry.metrics import CIRCUIT_OPEN, CIRCUIT_STATE
+
+DOWNLOAD_BUCKETS = (60, 300, 600, 1800, 3600, 7200)  # 1m 5m 10m 30m 1h 2h
+UPLOAD_BUCKETS = (30, 60, 120, 300, 600, 1800)  # 30s 1m 2m 5m 10m 30m
+TOTAL_BUCKETS = (60, 300, 900, 1800, 3600, 7200)  # 1m 5m 15m 30m 1h 2h
+STEP_BUCKETS = tuple(sorted(set(DOWNLOAD_BUCKETS + UPLOAD_BUCKETS + TOTAL_BUCKETS)))
+
+
+def _existing(name: str) -> Any:
+    # A second import of this module (reloads, importlib test mode) must reuse the collectors.
+    return REGISTRY._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup exists
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return _existing(name) or Counter(name.removesuffix("_total"), doc, labels)
+
+
+def _histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+    return _existing(f"{name}_bucket") or Histogram(name, doc, labels, buckets=buckets)
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return _existing(name) or Gauge(name, doc, labels)
+
+
+DOWNLOADS_STARTED = _counter("vod_downloads_started_total", "Download attempts started", ("channel",))
+DOWNLOADS_SUCCEEDED = _counter("vod_downloads_succeeded_total", "Download attempts that finished", ("channel",))
+DOWNLOADS_FAILED = _counter("vod_downloads_failed_total", "Download attempts that failed", ("channel",))
+UPLOADS_SUCCEEDED = _counter("vod_uploads_succeeded_total", "Uploads to YouTube that finished", ("channel",))
+UPLOADS_FAILED = _counter("vod_uploads_failed_total", "Upload attempts that failed", ("channel",))
+PROCESSING_CYCLES = _counter("vod_processing_cycles_total", "Discovery/processing cycles run", ("channel",))
+CIRCUIT_FAILURES = _counter("vod_circuit_breaker_failures_total", "Failures counted by circuit breakers",
+                            ("channel",))
+CIRCUIT_CHANGES = _counter("circuit_breaker_state_changes_total", "Circuit breaker state transitions",
+                           ("from", "to"))
+DOWNLOAD_SECONDS = _histogram("vod_download_duration_seconds", "Download duration", DOWNLOAD_BUCKETS)
+UPLOAD_SECONDS = _histogram("vod_upload_duration_seconds", "Upload duration", UPLOAD_BUCKETS)
+TOTAL_SECONDS = _histogram("vod_processing_total_duration_seconds",
+                           "From the first download attempt to the end of the upload", TOTAL_BUCKETS)
+STEP_SECONDS = _histogram("vod_processing_step_duration_seconds", "Duration of one processing step",
+                          STEP_BUCKETS, ("step",))
+QUEUE_DEPTH = _gauge("vod_queue_depth", "Unprocessed VODs (placeholders excluded)", ("channel",))
+
+
+def unprocessed_condition():
+    return (vods.c.processed.is_(False)) & (vods.c.is_placeholder.is_(False))
+
+
+async def queue_depth_by_channel(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(vods.c.channel, func.count()).where(unprocessed_condition())
+                                   .group_by(vods.c.channel))).all()
+    return {channel: count for channel, count in rows}
+
+
+async def refresh_archive_gauges(runtime: Any) -> None:
+    """Runs before each /metrics scrape: the queue gauge mirrors the vods table, so every API
+    node reports the same value whichever worker did the work."""
+    depth = await queue_depth_by_channel(runtime.engine)
+    QUEUE_DEPTH.clear()
+    for channel, count in depth.items():
+        QUEUE_DEPTH.labels(channel).set(count)
+    if not depth:
+        QUEUE_DEPTH.labels("").set(0)
+
+
+def observe_step(step: str, seconds: float) -> None:
+    STEP_SECONDS.labels(step).observe(seconds)
+    {"download": DOWNLOAD_SECONDS, "upload": UPLOAD_SECONDS, "total": TOTAL_SECONDS}[step].observe(seconds)
+
+
+async def record_average(engine: AsyncEngine, key: str, milliseconds: float, channel: str) -> None:
+    """EMA per channel, and across channels under channel '' (what /status shows by default)."""
+    store = KV(engine)
+    await store.update_ema(key, milliseconds, channel)
+    if channel:
+        await store.update_ema(key, milliseconds, "")
+
+
+def breaker_changed(before: str, after: BreakerState) -> None:
+    CIRCUIT_STATE.labels(after.scope).set(STATE_CODES[after.state])
+    CIRCUIT_OPEN.labels(after.scope).set(1 if after.state == "open" else 0)
+    if before != after.state:
+        CIRCUIT_CHANGES.labels(before, after.state).inc()

@@ -1,0 +1,173 @@
+"""The pipeline's failure paths with real yt-dlp, a real HLS origin and FakeYouTube, on SQLite and
+PostgreSQL: a deleted VOD, an operator's cancel, YouTube's quota, the daily upload cap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from sqlalchemy import insert, select, update
+
+from reelhouse.archive import metrics, pipeline
+from reelhouse.archive.models import vods
+from reelhouse.archive.youtube import next_quota_reset
+from reelhouse.core.db.models import jobs, tasks
+from reelhouse.core.db.types import utcnow
+from reelhouse.core.jobs import states
+from reelhouse.core.jobs.control import cancel_job
+
+from .conftest import apply_env, running_worker, store_youtube_token, wait_for, ytdlp_processes
+
+
+async def add_vod(engine, vod_id: str, *, channel: str = "chan", title: str | None = None, **values) -> None:
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(insert(vods).values(
+            channel=channel, twitch_vod_id=vod_id, title=title or f"VOD {vod_id}",
+            date=values.pop("date", now - timedelta(hours=1)), duration_seconds=60, created_at=now,
+            updated_at=now, **values))
+
+
+async def vod_row(engine, vod_id: str):
+    async with engine.connect() as conn:
+        return (await conn.execute(select(vods).where(vods.c.twitch_vod_id == vod_id))).one()
+
+
+async def tasks_of(engine, job_id: int):
+    async with engine.connect() as conn:
+        return (await conn.execute(select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id))).all()
+
+
+def counter(metric, channel: str = "chan") -> float:
+    return metric.labels(channel)._value.get()
+
+
+async def test_deleted_vod_fails_permanently_with_a_clear_error(make_runtime, origin):
+    runtime = make_runtime()
+    origin.delete_vod("4040")
+    await add_vod(runtime.engine, "4040")
+    failed_before = counter(metrics.DOWNLOADS_FAILED)
+    job_id = await pipeline.enqueue_vod(runtime.engine, "4040")
+    async with running_worker(runtime):
+        async def finished():
+            return (await tasks_of(runtime.engine, job_id))[0].status == states.FAILED
+        await wait_for(finished, 30, "the download task to fail")
+
+    row = await vod_row(runtime.engine, "4040")
+    assert row.job_id == job_id
+    assert row.processed is True and row.youtube_url is None
+    assert row.download_state == "failed"
+    assert row.processing_error.startswith("download: VOD not found (HTTP 404)")
+    [task] = await tasks_of(runtime.engine, job_id)
+    assert task.attempts == 1, "a permanent error must not be retried"
+    assert task.error_class == "permanent"
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(select(jobs.c.status).where(jobs.c.id == job_id))).scalar() == states.JOB_FAILED
+    assert counter(metrics.DOWNLOADS_FAILED) == failed_before + 1
+    breaker = await runtime.breaker.state("chan")
+    assert breaker.failures == 0, "a deleted VOD says nothing about the channel's health"
+    # The discovery sweep must not pick the failed VOD up again.
+    assert await pipeline.enqueue_pending(runtime.engine, "chan") == []
+
+
+async def test_cancel_stops_ytdlp_within_two_seconds_and_is_not_retried(make_runtime, origin, large_clip):
+    origin.rate_per_connection = 100_000  # ~30 s for the clip: the cancel lands mid-transfer
+    origin.add_vod("5001", large_clip)
+    runtime = make_runtime()
+    await add_vod(runtime.engine, "5001")
+    job_id = await pipeline.enqueue_vod(runtime.engine, "5001")
+    async with running_worker(runtime):
+        await wait_for(lambda: _sent_some(origin, "5001"), 30, "yt-dlp to start fetching segments")
+        assert ytdlp_processes("twitch_5001.mp4"), "yt-dlp should be running"
+        started = time.monotonic()
+        assert await cancel_job(runtime.engine, job_id)
+
+        async def ytdlp_gone():
+            return not ytdlp_processes("twitch_5001.mp4")
+        await wait_for(ytdlp_gone, 5, "yt-dlp to exit", interval=0.05)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"yt-dlp took {elapsed:.2f}s to stop"
+
+        async def cancelled():
+            return (await tasks_of(runtime.engine, job_id))[0].status == states.CANCELLED
+        await wait_for(cancelled, 10, "the task to end cancelled")
+        await asyncio.sleep(1.0)  # a retry would have been claimed by now
+    [task] = await tasks_of(runtime.engine, job_id)
+    assert task.status == states.CANCELLED and task.attempts == 1
+    row = await vod_row(runtime.engine, "5001")
+    assert row.download_state == "canceled"
+    assert row.processing_error == "cancelled by operator"
+    assert row.processed is False
+    assert await pipeline.enqueue_pending(runtime.engine, "chan") == [], "a cancel must stick"
+
+
+async def _sent_some(origin, vod_id: str) -> bool:
+    return origin.bytes_sent(vod_id) > 50_000
+
+
+async def upload_task_for(runtime, vod_id: str, path) -> int:
+    """A VOD whose download is done, with its upload task queued (what download_task leaves)."""
+    await add_vod(runtime.engine, vod_id, downloaded_path=str(path), download_state="complete")
+    job_id = await pipeline.enqueue_vod(runtime.engine, vod_id)
+    async with runtime.engine.begin() as conn:
+        await conn.execute(update(tasks).where(tasks.c.job_id == job_id).values(status=states.SUCCEEDED))
+    from reelhouse.core.jobs.queue import TaskQueue
+    await TaskQueue(runtime.engine).enqueue("vod.upload", {"vod_id": vod_id, "channel": "chan"}, job_id=job_id,
+                                            max_attempts=3)
+    return job_id
+
+
+async def test_quota_exceeded_waits_for_the_pacific_reset_without_spending_retries(make_runtime, youtube, tmp_path):
+    runtime = make_runtime()
+    await store_youtube_token(runtime, youtube)
+    media = tmp_path / "twitch_6001.mp4"
+    media.write_bytes(b"\x00" * (600 * 1024))
+    job_id = await upload_task_for(runtime, "6001", media)
+    youtube.quota_exceeded_next(1, on="session")
+    async with running_worker(runtime):
+        async def waiting():
+            upload = (await tasks_of(runtime.engine, job_id))[-1]
+            return upload.status == states.QUEUED and upload.error_class == "rate_limited"
+        await wait_for(waiting, 20, "the upload to wait for the quota")
+    upload = (await tasks_of(runtime.engine, job_id))[-1]
+    assert upload.attempts == 0, "waiting for the quota must not spend an attempt"
+    assert abs((upload.run_after - next_quota_reset()).total_seconds()) < 5
+    assert "quota" in upload.last_error
+    assert youtube.sessions == {}, "no session may be left behind by a refused create"
+    row = await vod_row(runtime.engine, "6001")
+    assert row.processed is False and row.youtube_url is None
+
+    # The reset arrives: the same task uploads, once.
+    async with runtime.engine.begin() as conn:
+        await conn.execute(update(tasks).where(tasks.c.id == upload.id).values(run_after=utcnow()))
+    async with running_worker(runtime):
+        async def uploaded():
+            return (await vod_row(runtime.engine, "6001")).youtube_url is not None
+        await wait_for(uploaded, 20, "the upload after the reset")
+    upload = (await tasks_of(runtime.engine, job_id))[-1]
+    assert upload.status == states.SUCCEEDED and upload.attempts == 1
+    assert len(youtube.videos) == 1
+    row = await vod_row(runtime.engine, "6001")
+    assert row.processed is True and row.uploaded_at is not None and row.youtube_upload_uri is None
+
+
+async def test_daily_upload_cap_waits_until_the_window_frees(make_runtime, youtube, tmp_path, monkeypatch, archive_env):
+    apply_env(monkeypatch, archive_env, UPLOAD_DAILY_LIMIT="1")
+    runtime = make_runtime()
+    await store_youtube_token(runtime, youtube)
+    uploaded_at = utcnow() - timedelta(hours=3)
+    await add_vod(runtime.engine, "7000", processed=True, youtube_url="https://www.youtube.com/watch?v=x",
+                  uploaded_at=uploaded_at)
+    media = tmp_path / "twitch_7001.mp4"
+    media.write_bytes(b"\x01" * 1024)
+    job_id = await upload_task_for(runtime, "7001", media)
+    async with running_worker(runtime):
+        async def waiting():
+            return (await tasks_of(runtime.engine, job_id))[-1].error_class == "rate_limited"
+        await wait_for(waiting, 20, "the upload to wait for the daily window")
+    upload = (await tasks_of(runtime.engine, job_id))[-1]
+    assert upload.attempts == 0
+    assert "UPLOAD_DAILY_LIMIT" in upload.last_error
+    assert abs((upload.run_after - (uploaded_at + timedelta(hours=24))).total_seconds()) < 5
+    assert youtube.sessions == {}
