@@ -1,0 +1,178 @@
+"""Auto mode (CHAT_AUTO_START=1): poll Helix for live streams and record each one under a
+placeholder VOD until the real archive VOD exists.
+
+Per channel the state is just "which stream is being recorded" (its started_at); each poll
+compares that with Helix's answer:
+- live, nothing recorded          -> placeholder `live-<unix started_at>` (is_placeholder=true,
+                                     so it never enters the download queue), bind the channel;
+- live with another started_at    -> the old stream ended between two polls: close it, start anew;
+- offline (absent from /streams)  -> unbind, flush its chat, enqueue `chat.reconcile`.
+Closing a stream never waits for its reconciliation: the task runs in the job engine, so the
+next stream of the channel is recorded at once (vod-tender's shared `running` flag stayed set
+while reconciling, and forever when reconciliation failed, reference §12.14). A failed Helix
+poll changes nothing: a stream is only closed when Helix answers and the stream is absent.
+
+State lives in this object only; after a restart, a channel that is still live finds its
+placeholder again (same started_at, same id) and recording continues into it, and placeholders
+left by streams that ended while the process was down get their reconcile task at the first
+successful poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reelhouse.archive.chat.reconcile import TASK_KIND, ReconcileRequest
+from reelhouse.archive.chat.recorder import ChatRecorder, ensure_vod
+from reelhouse.archive.models import chat_messages, vods
+from reelhouse.archive.twitch.helix import HelixClient, HelixStream
+from reelhouse.core.db.types import UtcDateTime, utcnow
+from reelhouse.core.jobs.queue import TaskQueue
+
+log = logging.getLogger("reelhouse.archive.chat.auto")
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    channel: str
+    vod_id: str
+    started_at: datetime
+    stream_id: str | None
+
+
+def placeholder_id(started_at: datetime) -> str:
+    return f"live-{int(started_at.timestamp())}"
+
+
+async def claim_placeholder(engine: AsyncEngine, channel: str, started_at: datetime, title: str) -> str:
+    """Create (or find again, after a restart) the placeholder row of a stream. Two channels
+    going live in the same second would share vod-tender's `live-<unix>`; the second one gets
+    `live-<unix>-<channel>` instead of having its chat mixed into the first one's."""
+    for vod_id in (placeholder_id(started_at), f"{placeholder_id(started_at)}-{channel}"):
+        await ensure_vod(engine, vod_id, channel=channel, started_at=started_at, title=f"LIVE: {title}"[:500],
+                         placeholder=True)
+        async with engine.connect() as conn:
+            owner = (await conn.execute(select(vods.c.channel).where(vods.c.twitch_vod_id == vod_id))).scalar()
+        if owner == channel:
+            return vod_id
+    raise RuntimeError(f"placeholder ids for #{channel} at {started_at.isoformat()} are taken")
+
+
+class AutoChat:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        helix: HelixClient,
+        recorder: ChatRecorder,
+        channels: Callable[[], Awaitable[list[str]]],
+        *,
+        poll_interval: timedelta = timedelta(seconds=30),
+        reconcile_delay: timedelta = timedelta(minutes=1),
+        reconcile_max_attempts: int = 10_000,
+    ) -> None:
+        self.engine = engine
+        self.helix = helix
+        self.recorder = recorder
+        self._channels = channels
+        self.poll_interval = poll_interval.total_seconds()
+        self.reconcile_delay = reconcile_delay
+        self.reconcile_max_attempts = reconcile_max_attempts
+        self.sessions: dict[str, LiveSession] = {}
+        self.polls = 0
+        self.poll_errors = 0
+        self._orphans_checked = False
+
+    def is_recording(self, vod_id: str) -> bool:
+        return any(session.vod_id == vod_id for session in self.sessions.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await self.poll_once()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            # Shutting down is not the stream ending: placeholders stay open, and the next start
+            # either continues them (still live) or reconciles them (ended meanwhile).
+            for channel in list(self.sessions):
+                self.recorder.unbind(channel)
+
+    async def poll_once(self) -> None:
+        self.polls += 1
+        try:
+            channels = await self._channels()
+            await self._follow_channel_list(channels)
+            streams = await self.helix.get_streams(channels) if channels else []
+        except Exception as exc:  # Helix or the database is away: keep recording what we record
+            self.poll_errors += 1
+            log.warning("live check failed (%s: %s); keeping the current state", type(exc).__name__, exc,
+                        extra={"component": "chat"})
+            return
+        live = {stream.user_login.lower(): stream for stream in streams if stream.type == "live"}
+        for channel, session in list(self.sessions.items()):
+            stream = live.get(channel)
+            if stream is None or stream.started_at != session.started_at:
+                await self._close(session)
+        for channel, stream in live.items():
+            if channel not in self.sessions and channel in channels:
+                await self._open(stream)
+        if not self._orphans_checked:
+            await self._reconcile_orphans()
+            self._orphans_checked = True
+
+    async def _follow_channel_list(self, channels: list[str]) -> None:
+        """Channels added or removed through the API are joined/parted without a restart."""
+        wanted, joined = set(channels), set(self.recorder.client.channels)
+        for channel in sorted(wanted - joined):
+            await self.recorder.client.join(channel)
+        for channel in sorted(joined - wanted):
+            session = self.sessions.get(channel)
+            if session is not None:
+                await self._close(session)
+            await self.recorder.client.part(channel)
+
+    async def _open(self, stream: HelixStream) -> None:
+        channel = stream.user_login.lower()
+        vod_id = await claim_placeholder(self.engine, channel, stream.started_at, stream.title)
+        self.sessions[channel] = LiveSession(channel, vod_id, stream.started_at, stream.id)
+        self.recorder.bind(channel, vod_id, stream.started_at)
+        log.info("#%s is live since %s; recording chat under %s", channel, stream.started_at.isoformat(), vod_id,
+                 extra={"component": "chat", "channel": channel, "vod_id": vod_id})
+
+    async def _close(self, session: LiveSession) -> None:
+        self.recorder.unbind(session.channel)
+        self.sessions.pop(session.channel, None)
+        # Everything read for this stream is in the database before reconciliation can move it.
+        await self.recorder.writer.flush(timeout=60)
+        await self.enqueue_reconcile(ReconcileRequest(session.vod_id, session.channel, session.started_at,
+                                                      utcnow(), session.stream_id))
+
+    async def enqueue_reconcile(self, request: ReconcileRequest) -> None:
+        await TaskQueue(self.engine).enqueue(
+            TASK_KIND, request.payload(), max_attempts=self.reconcile_max_attempts,
+            run_after=utcnow() + self.reconcile_delay, idempotency_key=f"{TASK_KIND}:{request.placeholder}")
+        log.info("#%s went offline; reconciling %s in %s", request.channel, request.placeholder,
+                 self.reconcile_delay, extra={"component": "chat", "channel": request.channel})
+
+    async def _reconcile_orphans(self) -> None:
+        """Placeholders of streams that ended while no recorder was running."""
+        # The stream ended around its last chat line; the retry window counts from there.
+        last_line = (select(func.max(chat_messages.c.timestamp)).where(chat_messages.c.vod_id == vods.c.twitch_vod_id)
+                     .scalar_subquery())
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(vods.c.twitch_vod_id, vods.c.channel, vods.c.date,
+                                              func.coalesce(last_line, vods.c.created_at, type_=UtcDateTime).label("ended"))
+                                       .where(vods.c.is_placeholder.is_(True)))).all()
+        for row in rows:
+            if self.is_recording(row.twitch_vod_id) or row.date is None:
+                continue
+            await self.enqueue_reconcile(ReconcileRequest(row.twitch_vod_id, row.channel, row.date, row.ended))
