@@ -70,3 +70,26 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interva
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(interval)
+
+
+async def seed_chat(engine, vod_id: str, rels: list[float], *, channel: str = "dallas", started_at: datetime = T0,
+                    prefix: str = "m") -> list[str]:
+    """Store one message per entry of `rels` (seconds after `started_at`) through the writer;
+    returns their message ids in order."""
+    from reelhouse.archive.chat.rows import build_row
+    from reelhouse.archive.chat.writer import ChatWriter
+    from reelhouse.archive.twitch.irc_message import parse_event
+
+    await make_vod(engine, vod_id, channel=channel, started_at=started_at)
+    ids = []
+    async with ChatWriter(engine, batch_size=5000, flush_interval=0.05, queue_size=len(rels) + 1) as writer:
+        for index, rel in enumerate(rels):
+            message_id = f"{prefix}-{index:06d}"
+            sent = round((started_at.timestamp() + rel) * 1000)
+            line = (f"@badges=subscriber/6;color=#FF0000;display-name=User{index % 50};emotes=;id={message_id};"
+                    f"tmi-sent-ts={sent};user-id={index % 50} :user{index % 50}!u@u.tmi.twitch.tv "
+                    f"PRIVMSG #{channel} :message number {index}")
+            writer.submit(build_row(parse_event(line), vod_id, started_at.timestamp()))
+            ids.append(message_id)
+        await writer.flush(timeout=120)
+    return ids
