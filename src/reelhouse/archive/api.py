@@ -269,6 +269,7 @@ def register(runtime: Runtime) -> None:
     from reelhouse.archive import api_admin, api_auth
     from reelhouse.archive.settings_overrides import watch_log_level
 
+    api_auth.oauth_flow_settings(runtime.settings)  # a bad TWITCH_SCOPES etc. stops start-up here
     runtime.routers.extend([router, api_admin.router, api_auth.router])
     runtime.status_providers.append(api_admin.archive_monitor)
 

@@ -20,11 +20,13 @@ import json
 import logging
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import Field
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import NoDecode
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +37,7 @@ from reelhouse.archive.twitch.oauth import DEFAULT_SCOPES as TWITCH_DEFAULT_SCOP
 from reelhouse.archive.twitch.oauth import TwitchOAuth
 from reelhouse.archive.youtube import DEFAULT_AUTHORIZE_URL, YouTubeClient
 from reelhouse.archive.youtube import DEFAULT_SCOPES as YOUTUBE_DEFAULT_SCOPES
-from reelhouse.config import CommaList, _env, _Section
+from reelhouse.config import ConfigError, Settings, _comma_list, _env, _Section, describe_validation_error
 from reelhouse.core.db.models import kv
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs.errors import PermanentError, TaskError
@@ -49,7 +51,8 @@ log = logging.getLogger("reelhouse.archive.oauth")
 router = APIRouter(tags=["oauth"])
 STATE_TTL = timedelta(minutes=10)
 STATE_PREFIX = "oauth_state:"
-PROVIDERS = ("twitch", "youtube")
+# NoDecode: pydantic-settings would otherwise parse a list variable as JSON and reject `a,b`.
+ScopeList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class OAuthFlowSettings(_Section):
@@ -57,9 +60,9 @@ class OAuthFlowSettings(_Section):
 
     twitch_redirect_uri: str = Field("", validation_alias=_env("TWITCH_REDIRECT_URI"))
     # vod-tender accepts commas or spaces between scopes.
-    twitch_scopes: CommaList = Field(default_factory=lambda: list(TWITCH_DEFAULT_SCOPES),
+    twitch_scopes: ScopeList = Field(default_factory=lambda: list(TWITCH_DEFAULT_SCOPES),
                                      validation_alias=_env("TWITCH_SCOPES"))
-    yt_scopes: CommaList = Field(default_factory=lambda: list(YOUTUBE_DEFAULT_SCOPES),
+    yt_scopes: ScopeList = Field(default_factory=lambda: list(YOUTUBE_DEFAULT_SCOPES),
                                  validation_alias=_env("YT_SCOPES"))
     youtube_authorize_url: str = Field(DEFAULT_AUTHORIZE_URL, validation_alias=_env("YOUTUBE_AUTHORIZE_URL"))
 
@@ -68,11 +71,21 @@ class OAuthFlowSettings(_Section):
         return [scope for item in raw for scope in item.split()]
 
 
+def oauth_flow_settings(settings: Settings) -> OAuthFlowSettings:
+    """The section, read from the environment once and kept on the settings tree (`register`
+    reads it at start-up, so a bad value stops start-up rather than failing a request)."""
+    section = getattr(settings, "archive_oauth", None)
+    if section is None:
+        try:
+            section = OAuthFlowSettings()
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from None
+        settings.archive_oauth = section  # type: ignore[attr-defined]
+    return section
+
+
 def _flow_settings(request: Request) -> OAuthFlowSettings:
-    state = request.app.state
-    if getattr(state, "oauth_flow_settings", None) is None:
-        state.oauth_flow_settings = OAuthFlowSettings()
-    return state.oauth_flow_settings
+    return oauth_flow_settings(request.app.state.runtime.settings)
 
 
 def _redirect_uri(request: Request, provider: str) -> str:
