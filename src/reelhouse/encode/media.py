@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import time
+from datetime import timezone
 from email.utils import format_datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -91,7 +92,9 @@ async def serve_object(service: EncodeService, request: Request, key: str) -> Re
         return _error(404, "not found")
     headers = {
         "Accept-Ranges": "bytes", "Content-Type": info.content_type, "ETag": f'"{info.etag}"',
-        "Last-Modified": format_datetime(info.modified, usegmt=True), "Cache-Control": "private",
+        # astimezone: S3 reports dateutil's tzutc, which format_datetime's usegmt refuses.
+        "Last-Modified": format_datetime(info.modified.astimezone(timezone.utc), usegmt=True),
+        "Cache-Control": "private",
     }
     try:
         span = parse_range_header(request.headers.get("range"), info.size)
