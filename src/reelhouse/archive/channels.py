@@ -8,16 +8,19 @@ than deleting the row; otherwise the next sync would bring it back.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reelhouse.archive.models import channels
 from reelhouse.archive.settings import check_channel_name
+from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.types import utcnow
 
 
@@ -28,6 +31,18 @@ class Channel:
     enabled: bool
     source: str
     created_at: datetime
+
+
+@asynccontextmanager
+async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that reads then writes: BEGIN IMMEDIATE on SQLite, which cannot upgrade a
+    read lock while another connection writes."""
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            yield conn
+    finally:
+        await conn.close()
 
 
 def _insert(engine: AsyncEngine):
@@ -62,7 +77,7 @@ async def watched_channels(engine: AsyncEngine, env_names: list[str]) -> list[st
 async def add_channel(engine: AsyncEngine, name: str, *, source: str = "api") -> bool:
     """Watch `name`; returns False when it was already watched. A disabled row is re-enabled."""
     login = check_channel_name(name)
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         existing = (await conn.execute(select(channels.c.enabled).where(channels.c.name == login))).first()
         if existing is not None:
             if existing.enabled:
@@ -76,7 +91,7 @@ async def add_channel(engine: AsyncEngine, name: str, *, source: str = "api") ->
 async def remove_channel(engine: AsyncEngine, name: str) -> bool:
     """Stop watching `name` (its VODs, files and chat stay). False when it was not watched."""
     login = check_channel_name(name)
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         row = (await conn.execute(select(channels.c.source, channels.c.enabled)
                                   .where(channels.c.name == login))).first()
         if row is None or not row.enabled:

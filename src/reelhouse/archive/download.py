@@ -123,7 +123,10 @@ async def download_task(services: ArchiveServices, ctx: TaskContext) -> dict[str
         metrics.breaker_changed(before, await services.breaker.state(channel))
         metrics.DOWNLOADS_SUCCEEDED.labels(channel).inc()
         metrics.observe_step("download", seconds)
-        await metrics.record_average(engine, "avg_download_ms", seconds * 1000, channel)
+        try:
+            await metrics.record_average(engine, "avg_download_ms", seconds * 1000, channel)
+        except Exception:  # the file is complete: statistics must not cost a re-run
+            log.warning("could not record download timing", exc_info=True, extra={"component": "vod_download"})
         log.info("downloaded %s in %.1fs", vod_id, seconds,
                  extra={"component": "vod_download", "channel": channel, "vod_id": vod_id,
                         "bytes": size, "dl_ms": int(seconds * 1000)})

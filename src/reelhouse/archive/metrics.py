@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.archive.models import vods
 from reelhouse.core.jobs.circuit import STATE_CODES, BreakerState
-from reelhouse.core.jobs.kv import KV
+from reelhouse.core.db.engine import write_connection
+from reelhouse.core.jobs.kv import EMA_ALPHA, get_value, set_value
 from reelhouse.core.telemetry.metrics import CIRCUIT_OPEN, CIRCUIT_STATE
 
 DOWNLOAD_BUCKETS = (60, 300, 600, 1800, 3600, 7200)  # 1m 5m 10m 30m 1h 2h
@@ -92,11 +93,20 @@ def observe_step(step: str, seconds: float) -> None:
 
 
 async def record_average(engine: AsyncEngine, key: str, milliseconds: float, channel: str) -> None:
-    """EMA per channel, and across channels under channel '' (what /status shows by default)."""
-    store = KV(engine)
-    await store.update_ema(key, milliseconds, channel)
-    if channel:
-        await store.update_ema(key, milliseconds, "")
+    """EMA per channel, and across channels under channel '' (what /status shows by default).
+
+    Same formula as `KV.update_ema`, but read and write happen in one BEGIN IMMEDIATE
+    transaction: on SQLite a deferred transaction that reads and then writes fails with
+    "database is locked" when another worker wrote in between (it cannot upgrade its lock)."""
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            for scope in dict.fromkeys((channel, "")):
+                previous = await get_value(conn, key, scope)
+                ema = milliseconds if previous is None else EMA_ALPHA * milliseconds + (1 - EMA_ALPHA) * float(previous)
+                await set_value(conn, key, str(int(round(ema))), scope)
+    finally:
+        await conn.close()
 
 
 def breaker_changed(before: str, after: BreakerState) -> None:

@@ -136,20 +136,21 @@ class ArchiveServices:
         profile_name = settings.transcode_profile
         if profile_name is None:
             return source
-        target = source.with_name(source.stem + ".transcoded.mp4")
+        target = source.with_name(source.stem + ".transcoded.mp4")  # clean_after_upload removes it
         if not target.is_file():  # encode_mp4 moves its output into place only when complete
             from reelhouse.core.media import builtin_profile, encode_mp4
 
             await encode_mp4(source, target, builtin_profile(profile_name), settings=self.runtime.settings.media)
         return target
 
-    def clean_after_upload(self, settings: ArchiveSettings, row: Any, uploaded: Path) -> bool:
-        """Delete what a confirmed upload made redundant; True when the download itself went."""
-        if uploaded != Path(row.downloaded_path):
-            uploaded.unlink(missing_ok=True)
+    def clean_after_upload(self, settings: ArchiveSettings, row: Any) -> bool:
+        """Delete what a confirmed upload made redundant (always the transcoded copy, the
+        download itself under BACKFILL_AUTOCLEAN); True when the download went."""
+        source = Path(row.downloaded_path)
+        source.with_name(source.stem + ".transcoded.mp4").unlink(missing_ok=True)
         if not settings.backfill_autoclean:
             return False
-        Path(row.downloaded_path).unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
         return True
 
     async def aclose(self) -> None:
@@ -159,7 +160,7 @@ class ArchiveServices:
             await client.aclose()
 
 
-def _services_for(engine: AsyncEngine) -> ArchiveSettings:
+def _base_settings_for(engine: AsyncEngine) -> ArchiveSettings:
     services = _SERVICES.get(engine)
     return services.base if services is not None else ArchiveSettings()
 
@@ -168,34 +169,46 @@ def _services_for(engine: AsyncEngine) -> ArchiveSettings:
 
 async def enqueue_vod(engine: AsyncEngine, twitch_vod_id: str, *, reprocess: bool = False) -> int:
     """Create the VOD's `vod.archive` job with its `vod.download` task and store `vods.job_id`;
-    returns the job id. Idempotent: without `reprocess`, an existing job is returned; with it,
-    a new generation is created (once, however many callers race: the key is per generation)."""
+    returns the job id. Idempotent: without `reprocess` an existing job is returned; with it a
+    new generation follows the current job (the caller cancels that job first). The key is
+    `vod:<id>:g<n>`, n derived from the job being superseded, so callers racing to create the
+    same job all get the same one."""
+    return await _enqueue(engine, twitch_vod_id, reprocess=reprocess, supersede=None)
+
+
+async def _enqueue(engine: AsyncEngine, twitch_vod_id: str, *, reprocess: bool, supersede: int | None) -> int:
     async with engine.connect() as conn:
         row = (await conn.execute(select(vods).where(vods.c.twitch_vod_id == twitch_vod_id))).first()
         if row is None:
             raise LookupError(f"vod {twitch_vod_id} not found")
         if row.is_placeholder:
             raise ValueError(f"vod {twitch_vod_id} is a live placeholder; it has no archive to download yet")
-        existing = None
+        if supersede is not None and row.job_id != supersede:
+            return int(row.job_id)  # someone else already moved this VOD to a newer job
+        current = None
         if row.job_id is not None:
-            existing = (await conn.execute(select(jobs.c.id).where(jobs.c.id == row.job_id))).scalar()
-        if existing is not None and not reprocess:
-            return int(existing)
-        prefix = f"vod:{twitch_vod_id}:g"
-        generation = (await conn.execute(select(func.count()).select_from(jobs).where(
-            jobs.c.kind == JOB_KIND, jobs.c.idempotency_key.like(prefix.replace("_", r"\_") + "%", escape="\\")))
-        ).scalar_one()
-    settings = apply_overrides(_services_for(engine), await load_overrides(engine))
+            current = (await conn.execute(select(jobs.c.id, jobs.c.idempotency_key)
+                                          .where(jobs.c.id == row.job_id))).first()
+    if current is not None and not reprocess:
+        return int(current.id)
+    generation = 0
+    if current is not None:
+        match = re.fullmatch(rf"vod:{re.escape(twitch_vod_id)}:g(\d+)", current.idempotency_key or "")
+        generation = int(match.group(1)) + 1 if match else 1
+    settings = apply_overrides(_base_settings_for(engine), await load_overrides(engine))
     enqueued = await TaskQueue(engine).enqueue(
         "vod.download", {"vod_id": twitch_vod_id, "channel": row.channel, "generation": generation},
         job_kind=JOB_KIND, priority=row.priority, max_attempts=settings.download_max_attempts,
-        idempotency_key=f"{prefix}{generation}",
+        idempotency_key=f"vod:{twitch_vod_id}:g{generation}",
     )
     async with engine.begin() as conn:
         values: dict[str, Any] = {"job_id": enqueued.job_id, "updated_at": utcnow()}
         if enqueued.created:
             values["download_state"] = "pending"
-        await conn.execute(update(vods).where(vods.c.twitch_vod_id == twitch_vod_id).values(**values))
+        # Compare-and-set: never point the row back at an older job than it already has.
+        await conn.execute(update(vods).where(
+            vods.c.twitch_vod_id == twitch_vod_id,
+            (vods.c.job_id.is_(None)) | (vods.c.job_id <= enqueued.job_id)).values(**values))
     return enqueued.job_id
 
 
@@ -219,7 +232,7 @@ async def enqueue_pending(engine: AsyncEngine, channel: str, *, limit: int = 500
                 await conn.execute(update(vods).where(vods.c.twitch_vod_id == vod_id).values(
                     processing_error="cancelled by operator", download_state="canceled", updated_at=utcnow()))
             continue
-        created.append(await enqueue_vod(engine, vod_id, reprocess=job_id is not None))
+        created.append(await _enqueue(engine, vod_id, reprocess=job_id is not None, supersede=job_id))
     return created
 
 

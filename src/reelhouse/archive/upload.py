@@ -108,8 +108,12 @@ async def upload_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, 
     row = await load_vod(engine, vod_id)
     channel = row.channel
     if row.youtube_url:
-        if not row.processed:
-            await update_vod(engine, vod_id, processed=True, processing_error=None)
+        # Done before (maybe by an attempt that died right after saving the URL): finish the
+        # bookkeeping that attempt may have missed, never upload again.
+        values: dict[str, Any] = {"processed": True, "processing_error": None}
+        if row.downloaded_path and services.clean_after_upload(settings, row):
+            values["downloaded_path"] = None
+        await update_vod(engine, vod_id, **values)
         return {"vod_id": vod_id, "youtube_url": row.youtube_url, "skipped": "already uploaded"}
     if not settings.youtube_upload_enabled or row.skip_upload:
         reason = "skip_upload set" if row.skip_upload else "YOUTUBE_UPLOAD_ENABLED is off"
@@ -173,9 +177,13 @@ async def upload_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, 
                      processing_error=None, youtube_upload_uri=None)
     metrics.UPLOADS_SUCCEEDED.labels(channel).inc()
     metrics.observe_step("upload", seconds)
-    await metrics.record_average(engine, "avg_upload_ms", seconds * 1000, channel)
-    total = await _observe_total(services, ctx, channel)
-    cleaned = services.clean_after_upload(settings, row, media)
+    total = 0.0
+    try:
+        await metrics.record_average(engine, "avg_upload_ms", seconds * 1000, channel)
+        total = await _observe_total(services, ctx, channel)
+    except Exception:  # the video exists: a statistics hiccup must not fail (and retry) the task
+        log.warning("could not record upload timings", exc_info=True, extra={"component": "vod_upload"})
+    cleaned = services.clean_after_upload(settings, row)
     if cleaned:
         await update_vod(engine, vod_id, downloaded_path=None)
     log.info("uploaded %s as %s in %.1fs", vod_id, url, seconds,

@@ -200,7 +200,7 @@ def build_args(req: DownloadRequest, cookies_copy: Path | None = None) -> list[s
         "--concurrent-fragments", str(req.concurrent_fragments),
         "--merge-output-format", "mp4",
     ]
-    ffmpeg = req.ffmpeg_location or shutil.which("ffmpeg")
+    ffmpeg = shutil.which(req.ffmpeg_location or "ffmpeg")  # yt-dlp wants a path, not a name
     if ffmpeg:
         args += ["--ffmpeg-location", ffmpeg]
     if req.rate_limit:
@@ -213,16 +213,18 @@ def build_args(req: DownloadRequest, cookies_copy: Path | None = None) -> list[s
 
 
 def classify_failure(returncode: int, tail: Sequence[str]) -> TaskError:
-    text = "\n".join(tail)
-    lowered = text.lower()
-    errors = [line for line in tail if "ERROR:" in line or "error:" in line]
+    """Permanent only when yt-dlp itself reported an error that no retry can fix; warnings
+    ("ffmpeg ... does not exist") and deaths by signal never decide it."""
+    errors = [line for line in tail if "ERROR:" in line or ": error:" in line]
     headline = errors[-1].strip() if errors else f"yt-dlp exited with status {returncode}"
     detail = "\n".join(tail[-15:])[-1500:]
-    for needle, meaning in _PERMANENT:
-        if needle in lowered:
-            return PermanentError(f"{meaning}: {headline}\nlast output:\n{detail}")
-    if returncode == 2:
-        return PermanentError(f"yt-dlp rejected its arguments (check YTDLP_ARGS): {headline}\nlast output:\n{detail}")
+    if returncode > 0:
+        lowered = "\n".join(errors).lower()
+        for needle, meaning in _PERMANENT:
+            if needle in lowered:
+                return PermanentError(f"{meaning}: {headline}\nlast output:\n{detail}")
+        if returncode == 2:
+            return PermanentError(f"yt-dlp rejected its arguments (check YTDLP_ARGS): {headline}\nlast output:\n{detail}")
     return TransientError(f"yt-dlp failed (status {returncode}): {headline}\nlast output:\n{detail}")
 
 
@@ -250,8 +252,9 @@ async def stop_group(process: asyncio.subprocess.Process, grace: float = STOP_GR
 
 def _acquire_output_lock(output: Path) -> int:
     """An exclusive flock on `<output>.lock`, inherited by yt-dlp, so the lock lives exactly
-    as long as some process still writes this output. A holder we cannot account for is a
-    yt-dlp that outlived its worker: it is killed (its pid is in the file) before we start."""
+    as long as some process still writes this output. The file names the worker and its
+    yt-dlp; a holder whose worker is gone is a yt-dlp that outlived it and is killed, a holder
+    whose worker is alive is another live download of the same VOD and is left alone."""
     lock_path = output.with_name(output.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + 10
@@ -261,16 +264,27 @@ def _acquire_output_lock(output: Path) -> int:
             return fd
         except BlockingIOError:
             pass
-        os.lseek(fd, 0, os.SEEK_SET)
-        holder = os.read(fd, 32).decode(errors="ignore").strip()
-        if holder.isdigit() and _is_downloader_for(int(holder), output):
-            log.warning("killing a leftover yt-dlp (pid %s) still writing %s", holder, output.name,
-                        extra={"component": "vod_download"})
-            _kill_group(int(holder), signal.SIGKILL)
+        worker, _, child = os.pread(fd, 64, 0).decode(errors="ignore").strip().partition(":")
+        if worker.isdigit() and child.isdigit():
+            if _alive(int(worker)):
+                os.close(fd)
+                raise TransientError(f"{output.name} is being downloaded by another worker process (pid {worker})")
+            if _is_downloader_for(int(child), output):
+                log.warning("killing a yt-dlp (pid %s) left behind by a dead worker", child,
+                            extra={"component": "vod_download"})
+                _kill_group(int(child), signal.SIGKILL)
         if time.monotonic() > deadline:
             os.close(fd)
             raise TransientError(f"another process keeps {output.name} locked; will retry")
         time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie worker is as dead as a missing one
 
 
 def _is_downloader_for(pid: int, output: Path) -> bool:
@@ -283,7 +297,7 @@ def _is_downloader_for(pid: int, output: Path) -> bool:
 
 def _write_holder(fd: int, pid: int) -> None:
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(pid).encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}:{pid}".encode(), 0)
 
 
 ProgressCallback = Callable[[DownloadProgress], Awaitable[None] | None]
