@@ -18,7 +18,9 @@ def is_sqlite(engine: AsyncEngine | AsyncConnection | Connection) -> bool:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    # No pool_pre_ping: it costs a round trip per checkout on the hot path; a connection broken
+    # by a database restart fails one statement, is invalidated, and the loops retry.
+    kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     else:

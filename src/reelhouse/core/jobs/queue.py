@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,7 +21,7 @@ from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import jobs, tasks
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs import states
-from reelhouse.core.jobs.jobstate import refresh_job
+from reelhouse.core.jobs.jobstate import refresh_job, refresh_jobs
 from reelhouse.core.telemetry.correlation import current_correlation_id
 
 
@@ -222,9 +222,11 @@ class TaskQueue:
                     .execution_options(synchronize_session=False)
                 )
                 claimed = [ClaimedTask(*row) for row in result.all()]
-                for job_id in sorted({t.job_id for t in claimed}):  # fixed lock order
+                if claimed:
                     await conn.execute(
-                        update(jobs).where(jobs.c.id == job_id, jobs.c.status == states.JOB_QUEUED)
+                        update(jobs)
+                        .where(jobs.c.id.in_(sorted({t.job_id for t in claimed})),
+                               jobs.c.status == states.JOB_QUEUED)
                         .values(status=states.JOB_PROCESSING, updated_at=now)
                     )
                 return sorted(claimed, key=lambda t: t.id)
@@ -285,8 +287,7 @@ class TaskQueue:
                                 run_after=now,
                                 finished_at=now if status in states.TASK_FINAL else None)
                     )
-                for job_id in sorted({row.job_id for row in rows}):
-                    await refresh_job(conn, job_id)
+                await refresh_jobs(conn, {row.job_id for row in rows})
                 return len(rows)
         finally:
             await conn.close()
@@ -314,6 +315,29 @@ class TaskQueue:
             "status": states.SUCCEEDED, "result": result, "progress": 1.0, "finished_at": utcnow(),
             "last_error": None, "error_class": None,
         })
+
+    async def succeed_many(self, owner: str, results: dict[int, Any]) -> set[int]:
+        """Finish a batch of successful runs in one transaction (the worker batches completions
+        that arrive while the previous batch is being written). Returns the ids still ours."""
+        if not results:
+            return set()
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(list(results)), tasks.c.lease_owner == owner,
+                       tasks.c.status == states.RUNNING)
+                .values(status=states.SUCCEEDED, progress=1.0, finished_at=now, last_error=None,
+                        error_class=None, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .returning(tasks.c.id, tasks.c.job_id)
+            )).all()
+            done = {row.id for row in rows}
+            with_result = [{"task_id": i, "result": results[i]} for i in done if results[i] is not None]
+            if with_result:
+                await conn.execute(update(tasks).where(tasks.c.id == bindparam("task_id"))
+                                   .values(result=bindparam("result")), with_result)
+            await refresh_jobs(conn, {row.job_id for row in rows})
+            return done
 
     async def fail_permanently(self, task_id: int, owner: str, reason: str) -> bool:
         return await self._finish(task_id, owner, {

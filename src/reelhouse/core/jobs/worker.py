@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs import states
+from reelhouse.core.jobs.batching import CompletionBatcher
 from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.errors import CircuitOpenError, PermanentError, RateLimitedError
 from reelhouse.core.jobs.queue import ClaimedTask, TaskQueue
@@ -61,6 +62,7 @@ class Worker:
         self._releasing: set[int] = set()
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._completions = CompletionBatcher(lambda results: self.queue.succeed_many(self.id, results))
 
     @property
     def id(self) -> str:
@@ -204,7 +206,7 @@ class Worker:
         except Exception as exc:  # anything unclassified is assumed transient
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             return await self._retry(kind, task, reason, extra)
-        if not await self.queue.succeed(task.id, self.id, result):
+        if not await self._completions.submit(task.id, result):
             log.warning("lease lost before completion; result dropped", extra=extra)
             return "lost"
         return states.SUCCEEDED
