@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs.errors import PermanentError
 from reelhouse.core.media.probe import MediaInfo
@@ -35,6 +38,19 @@ class RenditionRecord:
     size_bytes: int
 
 
+@contextlib.asynccontextmanager
+async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that holds the write lock from its first statement (BEGIN IMMEDIATE on
+    SQLite): a read-then-write transaction that upgrades later fails with "database is locked"
+    when another writer got in between, instead of waiting its turn."""
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            yield conn
+    finally:
+        await conn.close()
+
+
 async def ensure_asset(engine: AsyncEngine, job_id: int, spec: EncodeSpec, info: MediaInfo) -> int:
     """The job's asset id, creating the row if needed (first probe, or a retry after a cancel
     deleted it). The unique output prefix makes a second job aiming at the same prefix fail
@@ -47,7 +63,7 @@ async def ensure_asset(engine: AsyncEngine, job_id: int, spec: EncodeSpec, info:
         duration=info.duration, width=video.display_width if video else None,
         height=video.display_height if video else None, error=None, updated_at=utcnow(),
     )
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         existing = (await conn.execute(select(assets.c.id).where(assets.c.job_id == job_id))).scalar()
         if existing is not None:
             await conn.execute(update(assets).where(assets.c.id == existing).values(**values))
@@ -57,7 +73,7 @@ async def ensure_asset(engine: AsyncEngine, job_id: int, spec: EncodeSpec, info:
         raise PermanentError(f"output prefix {spec.output_prefix!r} overlaps the outputs of asset {overlapping}; "
                              "choose another output_prefix")
     try:
-        async with engine.begin() as conn:
+        async with _writing(engine) as conn:
             result = await conn.execute(
                 assets.insert().values(job_id=job_id, created_at=values["updated_at"], **values)
                 .returning(assets.c.id))
@@ -76,7 +92,7 @@ async def ensure_asset(engine: AsyncEngine, job_id: int, spec: EncodeSpec, info:
 async def mark_ready(engine: AsyncEngine, asset_id: int, master_key: str,
                      records: list[RenditionRecord], size_bytes: int) -> None:
     now = utcnow()
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         await conn.execute(delete(renditions).where(renditions.c.asset_id == asset_id))
         if records:
             await conn.execute(renditions.insert(), [
@@ -87,14 +103,14 @@ async def mark_ready(engine: AsyncEngine, asset_id: int, master_key: str,
 
 
 async def mark_failed(engine: AsyncEngine, asset_id: int, error: str) -> None:
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         await conn.execute(delete(renditions).where(renditions.c.asset_id == asset_id))
         await conn.execute(update(assets).where(assets.c.id == asset_id).values(
             status=ASSET_FAILED, master_key=None, size_bytes=None, error=error, updated_at=utcnow()))
 
 
 async def delete_asset_of_job(engine: AsyncEngine, job_id: int) -> None:
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         ids = (await conn.execute(select(assets.c.id).where(assets.c.job_id == job_id))).scalars().all()
         if ids:
             # Explicit, not only ON DELETE CASCADE: the schema must not depend on a pragma.
@@ -103,7 +119,7 @@ async def delete_asset_of_job(engine: AsyncEngine, job_id: int) -> None:
 
 
 async def delete_asset(engine: AsyncEngine, asset_id: int) -> None:
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         await conn.execute(delete(renditions).where(renditions.c.asset_id == asset_id))
         await conn.execute(delete(assets).where(assets.c.id == asset_id))
 

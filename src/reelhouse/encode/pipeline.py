@@ -49,11 +49,15 @@ DOWNLOAD_END, ENCODE_END = 0.05, 0.95
 CANCEL_NOTICE_WAIT = 30.0
 
 
-def _renamed(exc: TaskError, old: str, new: str) -> TaskError:
-    """The same error with `old` (a scratch path or a presigned URL) replaced by the storage key
-    people know; a presigned URL in a job's error would also hand out a read credential."""
-    reason = exc.reason.replace(old, new)
-    return type(exc)(reason) if isinstance(exc, PermanentError | TransientError) else exc
+def _about_source(exc: TaskError, locator: str, key: str) -> TaskError:
+    """The same error naming the source by its storage key instead of `locator` (a scratch path,
+    or a presigned URL, which in a job's error would hand out a read credential)."""
+    if not isinstance(exc, PermanentError | TransientError):
+        return exc
+    reason = exc.reason.replace(locator, f"source {key}")
+    if key not in reason:
+        reason = f"source {key}: {reason}"
+    return type(exc)(reason)
 
 
 async def _cancel_requested(ctx: TaskContext) -> bool:
@@ -140,7 +144,7 @@ class EncodePipeline:
         try:
             info = await probe_media(locator, settings=self.service.runtime.settings.media)
         except TaskError as exc:
-            raise _renamed(exc, locator, f"source {key}") from None
+            raise _about_source(exc, locator, key) from None
         profile = _profile(spec)
         if info.video is None:
             codecs = ", ".join(a.codec for a in info.audio_streams) or "none"
@@ -181,7 +185,7 @@ class EncodePipeline:
                 try:
                     result = await self._encode(ctx, profile, source, info, out_dir)
                 except TaskError as exc:
-                    raise _renamed(exc, str(source), f"source {spec.source_key}") from None
+                    raise _about_source(exc, str(source), spec.source_key or "") from None
                 published = await publish_outputs(ctx, storage, spec.output_prefix, out_dir, result, uploaded,
                                                   progress_from=ENCODE_END,
                                                   media_settings=self.service.runtime.settings.media)
