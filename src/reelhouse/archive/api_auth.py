@@ -44,7 +44,7 @@ from reelhouse.core.jobs.errors import PermanentError, TaskError
 from reelhouse.core.jobs.kv import set_value
 from reelhouse.core.security.audit import append as audit
 from reelhouse.core.security.crypto import CryptoError
-from reelhouse.core.security.http_auth import require_admin
+from reelhouse.core.security.http_auth import require_admin, resolve_principal
 from reelhouse.core.security.users import Principal
 
 log = logging.getLogger("reelhouse.archive.oauth")
@@ -206,6 +206,21 @@ async def _start(request: Request, provider: str, principal: Principal) -> Respo
     return response
 
 
+async def admin_in_browser(request: Request) -> Principal:
+    """`require_admin`, except that the 401 asks for Basic credentials: `start` is opened in the
+    admin's browser (the cookie must land there), and a browser prompts for Basic, not Bearer."""
+    principal = await resolve_principal(request)
+    if principal is None:
+        raise HTTPException(401, "authentication required",
+                            headers={"WWW-Authenticate": 'Basic realm="reelhouse", charset="UTF-8"'})
+    if not principal.has_role("admin"):
+        raise HTTPException(403, "requires role admin")
+    return principal
+
+
+admin_in_browser.required_role = "admin"  # type: ignore[attr-defined]  # read by the route audit test
+
+
 def _upstream_error(provider: str, what: str, exc: TaskError) -> HTTPException:
     if isinstance(exc, PermanentError):
         return HTTPException(400, f"{provider} rejected the {what}: {exc}")
@@ -221,7 +236,7 @@ def _finish(response: JSONResponse, provider: str) -> JSONResponse:
 # ---- Twitch ------------------------------------------------------------------------------------
 
 @router.get("/auth/twitch/start", summary="Connect a Twitch account (admin): redirects to Twitch")
-async def twitch_start(request: Request, principal: Principal = Depends(require_admin)) -> Response:
+async def twitch_start(request: Request, principal: Principal = Depends(admin_in_browser)) -> Response:
     return await _start(request, "twitch", principal)
 
 
@@ -265,7 +280,7 @@ async def twitch_refresh(request: Request, principal: Principal = Depends(requir
 # ---- YouTube -----------------------------------------------------------------------------------
 
 @router.get("/auth/youtube/start", summary="Connect a YouTube channel (admin): redirects to Google")
-async def youtube_start(request: Request, principal: Principal = Depends(require_admin)) -> Response:
+async def youtube_start(request: Request, principal: Principal = Depends(admin_in_browser)) -> Response:
     return await _start(request, "youtube", principal)
 
 

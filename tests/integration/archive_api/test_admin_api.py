@@ -142,3 +142,16 @@ async def test_monitor_has_vod_tender_fields(client, engine):
     assert body["job_vod_process_last"] == "2025-03-01T12:05:00.000Z"  # the latest of any channel
     for key in ("job_vod_discovery_last", "job_vod_backfill_last", "job_vod_catalog_last", "circuit_state"):
         assert key in body
+
+
+async def test_every_archive_mutation_rejects_anonymous_callers(app, client):
+    import re
+
+    paths = app.openapi()["paths"]
+    mutations = [(method.upper(), path) for path, ops in paths.items() for method in ops
+                 if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}
+                 and (path.startswith(("/vods", "/admin/vod", "/channels", "/config", "/auth/twitch", "/auth/youtube")))]
+    assert len(mutations) == 15
+    for method, template in mutations:
+        response = await client.request(method, re.sub(r"\{[^}]+\}", "1", template), json={})
+        assert response.status_code == 401, (method, template)

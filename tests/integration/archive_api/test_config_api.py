@@ -119,3 +119,25 @@ async def test_hand_written_bad_override_is_ignored_not_fatal(client, engine, ru
         attempts = (await conn.execute(select(tasks.c.max_attempts).where(tasks.c.job_id == job_id))).scalar()
     assert attempts == 2
     assert (await client.get("/config")).json()["VOD_PROCESS_INTERVAL"] == "60s"
+
+
+async def test_log_level_watcher_follows_the_override_in_every_process(engine):
+    import asyncio
+
+    from reelhouse.archive.settings_overrides import watch_log_level, write_overrides
+
+    root = logging.getLogger()
+    before = root.level
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_log_level(engine, stop, every=0.05))
+    try:
+        await write_overrides(engine, {"LOG_LEVEL": "error"})  # as another API node would
+        for _ in range(100):
+            if root.level == logging.ERROR:
+                break
+            await asyncio.sleep(0.05)
+        assert root.level == logging.ERROR
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=5)
+        root.setLevel(before)

@@ -207,3 +207,24 @@ async def test_missing_client_configuration_is_400(client, runtime, monkeypatch)
     archive_settings(runtime.settings).twitch_client_id = ""
     response = await client.get("/auth/twitch/start", headers=admin())
     assert response.status_code == 400 and "TWITCH_CLIENT_ID" in response.json()["error"]
+
+
+async def test_a_browser_is_asked_for_basic_credentials_and_can_connect(client, engine, fake_twitch):
+    import base64
+
+    from reelhouse.core.db.models import users
+    from reelhouse.core.security.passwords import hash_password
+
+    challenge = await client.get("/auth/twitch/start")
+    assert challenge.status_code == 401 and challenge.headers["www-authenticate"].startswith("Basic")
+    async with engine.begin() as conn:
+        await conn.execute(users.insert().values(username="boss", password_hash=hash_password("correct horse battery"),
+                                                 role="admin", created_at=utcnow()))
+    basic = {"Authorization": "Basic " + base64.b64encode(b"boss:correct horse battery").decode()}
+    started = await client.get("/auth/twitch/start", headers=basic)
+    assert started.status_code == 302
+    state = parse_qs(urlparse(started.headers["location"]).query)["state"][0]
+    # The same browser (cookie jar) follows the provider's redirect back.
+    done = await client.get("/auth/twitch/callback", params={"state": state, "code": fake_twitch.issue_authorization_code()})
+    assert done.status_code == 200, done.text
+    assert "rh_oauth_twitch" not in client.cookies  # spent: the callback clears it

@@ -12,7 +12,7 @@ The runbooks' curl commands are made as HTTP calls.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from reelhouse.archive import pipeline
