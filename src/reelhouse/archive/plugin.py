@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from reelhouse.archive import models  # noqa: F401 - registers the archive tables on the metadata
+from reelhouse.archive import api, pipeline
+from reelhouse.archive.chat import api as chat_api
 from reelhouse.core.runtime import Runtime
 
 
 def setup(runtime: Runtime) -> None:
-    """Register archive task kinds, periodic tasks, routes and /status fields."""
+    """Register the VOD pipeline (tasks, periodic discovery/catalog/retention, /status fields,
+    gauges), the vod-tender HTTP API, and chat recording and replay."""
+    pipeline.register(runtime)
+    api.register(runtime)
+    chat_api.register(runtime)

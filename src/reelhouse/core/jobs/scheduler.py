@@ -86,7 +86,7 @@ class Scheduler:
                     .where(periodic_runs.c.name == entry.name, periodic_runs.c.period_start == start)
                     .values(task_id=enqueued.task_id)
                 )
-                log.info("periodic task fired", extra={"component": "scheduler", "name": entry.name,
+                log.info("periodic task fired", extra={"component": "scheduler", "periodic": entry.name,
                                                         "task_id": enqueued.task_id})
                 return enqueued.task_id
         finally:
