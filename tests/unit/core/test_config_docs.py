@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from pathlib import Path
 
 from pydantic import AliasChoices
@@ -15,9 +14,12 @@ CONFIG_DOC = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
 
 
 def _all_sections() -> set[type]:
-    for module in pkgutil.walk_packages(reelhouse.__path__, "reelhouse."):
-        if module.name.endswith(("settings", "config")):
-            importlib.import_module(module.name)
+    # Files, not pkgutil: namespace packages (no __init__.py) would be skipped by a walk.
+    root = Path(reelhouse.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.stem in ("settings", "config"):
+            relative = path.relative_to(root.parent).with_suffix("")
+            importlib.import_module(".".join(relative.parts))
     found, stack = set(), [_Section]
     while stack:
         for sub in stack.pop().__subclasses__():
