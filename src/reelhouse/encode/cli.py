@@ -12,20 +12,36 @@ import contextlib
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from reelhouse.core.jobs import control, states
 
-encode_app = typer.Typer(help="Encode media to an HLS ladder or an MP4.", no_args_is_help=True)
+
+
+class _SourceFirstGroup(TyperGroup):
+    """`reelhouse encode SOURCE ...` runs the `run` command; `reelhouse encode profiles` is its
+    own command. A group callback cannot take SOURCE itself: Click would read SOURCE as the
+    name of a sub-command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+encode_app = typer.Typer(cls=_SourceFirstGroup, no_args_is_help=True,
+                         help="Encode media to an HLS ladder or an MP4: reelhouse encode SOURCE [options].")
 console = Console()
 err = Console(stderr=True)
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
-@encode_app.callback(invoke_without_command=True)
+@encode_app.command("run")
 def encode(
     source: str = typer.Argument(..., help="http(s) URL, local file, or storage key"),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile name (default ENCODE_DEFAULT_PROFILE)"),
@@ -43,6 +59,23 @@ def encode(
     code = asyncio.run(_main(settings, source, profile, output_prefix, preset, wait or work, work, poll))
     if code:
         raise typer.Exit(code)
+
+
+@encode_app.command("profiles")
+def profiles() -> None:
+    """List the built-in and custom encoding profiles."""
+    from reelhouse.cli import load_settings, with_runtime
+    from reelhouse.encode.profiles_store import list_profiles
+
+    load_settings()
+    listed = with_runtime(lambda runtime: list_profiles(runtime.engine))
+    table = Table("name", "kind", "renditions", "built-in")
+    for profile in listed:
+        rungs = profile["definition"].get("renditions", [])
+        table.add_row(profile["name"], profile["kind"],
+                      ", ".join(f"{r['name']} {r['width']}x{r['height']}" for r in rungs),
+                      "yes" if profile["builtin"] else "")
+    console.print(table)
 
 
 async def _main(settings: Any, source: str, profile: str | None, output_prefix: str | None,

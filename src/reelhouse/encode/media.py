@@ -126,8 +126,8 @@ def build_media_router(service: EncodeService) -> APIRouter:
     secret = link_secret(service.runtime.settings.security.master_encryption_key)
 
     # Registered before the catch-all `{key:path}` route, which would otherwise match it.
-    @router.api_route(f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}", methods=["GET", "HEAD"],
-                      summary="Encode output through a signed playback link (no credentials)")
+    @router.get(f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}",
+                summary="Encode output through a signed playback link (no credentials)")
     async def serve_signed(request: Request, token: str, key: str) -> Response:
         if not secret:
             return _error(403, "signed links are disabled: MASTER_ENCRYPTION_KEY is not set")
@@ -136,11 +136,15 @@ def build_media_router(service: EncodeService) -> APIRouter:
             return _error(403, reason)
         return await serve_object(service, request, key)
 
-    @router.api_route(f"{MEDIA_ROUTE}/{{key:path}}", methods=["GET", "HEAD"],
-                      summary="Encode output (playlists, segments, MP4) with byte ranges; viewers")
+    @router.get(f"{MEDIA_ROUTE}/{{key:path}}",
+                summary="Encode output (playlists, segments, MP4) with byte ranges; viewers")
     async def serve_media(request: Request, key: str, _viewer=Depends(require_viewer)) -> Response:
         return await serve_object(service, request, key)
 
+    # HEAD answers like GET without a body; kept out of the schema, where it would only repeat GET.
+    router.add_api_route(f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}", serve_signed, methods=["HEAD"],
+                         include_in_schema=False)
+    router.add_api_route(f"{MEDIA_ROUTE}/{{key:path}}", serve_media, methods=["HEAD"], include_in_schema=False)
     return router
 
 

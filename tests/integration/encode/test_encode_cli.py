@@ -1,0 +1,44 @@
+"""`reelhouse encode SOURCE ...` as the root CLI mounts it (a Typer group named `encode`)."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from reelhouse.config import reset_settings_cache
+from reelhouse.encode.cli import encode_app
+
+
+def root_app() -> typer.Typer:
+    # What reelhouse.cli does with the `reelhouse.cli` entry point `encode`.
+    root = typer.Typer()
+    root.add_typer(encode_app, name="encode")
+
+    @root.command()
+    def version() -> None:  # a second command, so `encode` is a real sub-group as in production
+        typer.echo("0")
+
+    return root
+
+
+def test_cli_encodes_a_local_file_in_process_and_prints_the_renditions(settings, clip_480p):
+    reset_settings_cache()
+    runner = CliRunner()
+    result = runner.invoke(root_app(), ["encode", str(clip_480p), "--preset", "ultrafast", "--output-prefix",
+                                        "cli/one", "--work", "--poll", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "job 1 queued: encode.probe (profile hls-default, output encodes/cli/one/)" in result.output
+    assert "encodes/cli/one/master.m3u8" in result.output and "/media/encodes/cli/one/master.m3u8" in result.output
+    for line in ("480p", "854x480", "360p", "640x360", "avc1."):
+        assert line in result.output, result.output
+
+    # Without --wait it only queues; a bad source or profile is an error with exit code 2.
+    queued = runner.invoke(root_app(), ["encode", "encodes/cli/one/480p/seg_00000.ts", "--profile", "mp4-720p"])
+    assert queued.exit_code == 0 and "job 2 queued: encode.probe" in queued.output, queued.output
+    missing = runner.invoke(root_app(), ["encode", "no/such/thing.mp4"])
+    assert missing.exit_code == 2 and "not an http(s) URL, a local file, or a key in storage" in missing.output
+    unknown = runner.invoke(root_app(), ["encode", str(clip_480p), "--profile", "nope"])
+    assert unknown.exit_code == 2 and "unknown profile 'nope'" in unknown.output
+    listed = runner.invoke(root_app(), ["encode", "profiles"])
+    assert listed.exit_code == 0 and "hls-default" in listed.output and "1080p 1920x1080" in listed.output
+    reset_settings_cache()
