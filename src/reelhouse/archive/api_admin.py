@@ -257,16 +257,18 @@ async def remove_channel(request: Request, name: str, principal: Principal = Dep
 async def archive_monitor(runtime: Any) -> dict[str, Any]:
     """vod-tender's `/admin/monitor` VOD fields (also shown in `/status`). `oldest_pending` is
     core's (oldest queued task), so the oldest unprocessed VOD is `oldest_pending_vod`."""
-    errored = vods.c.processing_error.is_not(None) & (vods.c.processing_error != "")
-    waiting = (vods.c.processed.is_(False)) & (vods.c.is_placeholder.is_(False))
+    # Same split as the pipeline's /status counts: an error (even on a row an operator marked
+    # processed, as the runbook's "permanently failed" does) counts as errored, not pending.
+    real = vods.c.is_placeholder.is_(False)
+    errored = real & vods.c.processing_error.is_not(None) & (vods.c.processing_error != "")
+    pending = real & vods.c.processed.is_(False) & ~errored
     async with runtime.engine.connect() as conn:
         counts = (await conn.execute(select(
-            func.count().filter(waiting & ~errored),
-            func.count().filter(waiting & errored),
-            func.count().filter(vods.c.processed.is_(True)),
+            func.count().filter(pending), func.count().filter(errored),
+            func.count().filter(real & vods.c.processed.is_(True)),
         ).select_from(vods))).one()
         oldest = (await conn.execute(
-            select(vods.c.twitch_vod_id, vods.c.date).where(waiting & ~errored)
+            select(vods.c.twitch_vod_id, vods.c.date).where(pending)
             .order_by(vods.c.date.asc().nulls_last(), vods.c.id).limit(1))).first()
         stamps = dict((await conn.execute(
             select(kv.c.key, func.max(kv.c.value)).where(kv.c.key.in_(JOB_TIMESTAMP_KEYS))
