@@ -202,3 +202,71 @@ async def test_encode_migration_matches_the_table_definitions(runtime):
 
     async with runtime.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Announces a 64 MB MP4 and sends it slowly, so a fetch is still running when it is cancelled."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(64 << 20))
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.do_HEAD()
+        try:
+            for _ in range(1024):
+                self.wfile.write(b"\0" * (64 << 10))
+                self.wfile.flush()
+                threading.Event().wait(0.05)
+        except OSError:
+            pass  # the downloader went away: exactly what the test wants
+
+
+def ytdlp_children() -> list:
+    import psutil
+
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("yt_dlp" in part for part in child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+async def test_cancelling_a_fetch_stops_ytdlp_and_stores_nothing(client, domain, encode_worker, settings):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+        job_id = (await client.post("/v1/jobs", json={"source_url": url})).json()["job_id"]
+
+        def downloading(job: dict) -> bool:
+            detail = job["tasks"][0]["progress_detail"] or {}
+            return detail.get("downloaded_bytes", 0) > 0 or job["status"] not in ("queued", "processing")
+
+        job = await wait_for_job(client, job_id, until=downloading, timeout=60)
+        assert job["status"] == "processing" and job["tasks"][0]["progress_detail"]["stage"] == "fetching"
+        assert job["tasks"][0]["progress_detail"]["total_bytes"] == 64 << 20
+        assert ytdlp_children()
+        await client.post(f"/v1/jobs/{job_id}/cancel")
+        job = await wait_for_job(client, job_id, timeout=30)
+        assert job["status"] == "cancelled"
+        for _ in range(50):
+            if not ytdlp_children():
+                break
+            await asyncio.sleep(0.1)
+        assert ytdlp_children() == []
+        assert await storage_keys(domain, f"uploads/encode/job-{job_id}") == []
+        assert scratch_leftovers(domain, settings) == []
+    finally:
+        server.shutdown()
+        server.server_close()
