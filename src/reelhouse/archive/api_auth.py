@@ -35,7 +35,7 @@ from reelhouse.archive.settings import ArchiveSettings, archive_settings
 from reelhouse.archive.tokens import TokenStore
 from reelhouse.archive.twitch.oauth import DEFAULT_SCOPES as TWITCH_DEFAULT_SCOPES
 from reelhouse.archive.twitch.oauth import TwitchOAuth
-from reelhouse.archive.youtube import DEFAULT_AUTHORIZE_URL, YouTubeClient
+from reelhouse.archive.youtube import YouTubeClient
 from reelhouse.archive.youtube import DEFAULT_SCOPES as YOUTUBE_DEFAULT_SCOPES
 from reelhouse.config import ConfigError, Settings, _comma_list, _env, _Section, describe_validation_error
 from reelhouse.core.db.models import kv
@@ -64,7 +64,6 @@ class OAuthFlowSettings(_Section):
                                      validation_alias=_env("TWITCH_SCOPES"))
     yt_scopes: ScopeList = Field(default_factory=lambda: list(YOUTUBE_DEFAULT_SCOPES),
                                  validation_alias=_env("YT_SCOPES"))
-    youtube_authorize_url: str = Field(DEFAULT_AUTHORIZE_URL, validation_alias=_env("YOUTUBE_AUTHORIZE_URL"))
 
     def scopes(self, provider: str) -> list[str]:
         raw = self.twitch_scopes if provider == "twitch" else self.yt_scopes
@@ -117,7 +116,7 @@ def _youtube_client(request: Request, archive: ArchiveSettings, store: TokenStor
     return YouTubeClient(archive.yt_client_id, archive.yt_client_secret, load_tokens=load, save_tokens=save,
                          redirect_uri=_redirect_uri(request, "youtube"), scopes=flow.scopes("youtube"),
                          api_base=archive.youtube_api_base, oauth_base=archive.youtube_oauth_base,
-                         authorize_url=flow.youtube_authorize_url, max_attempts=2)
+                         max_attempts=2)
 
 
 def _store(request: Request) -> TokenStore:
