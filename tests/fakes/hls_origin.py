@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import struct
 import subprocess
 import threading
@@ -328,7 +329,7 @@ class HlsOrigin:
 def _main() -> None:
     import tempfile
 
-    import uvicorn
+    from tests.fakes.server import start_app
 
     parser = argparse.ArgumentParser(description="Serve synthetic HLS VODs on 127.0.0.1")
     parser.add_argument("--synthetic", action="append", default=[], metavar="ID:BYTES")
@@ -341,19 +342,13 @@ def _main() -> None:
         for item in args.synthetic:
             vod_id, _, size = item.partition(":")
             origin.add_synthetic_vod(vod_id, source, int(float(size)))
-        config = uvicorn.Config(origin, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
-                                access_log=False)
-        server = uvicorn.Server(config)
-
-        async def run() -> None:
-            await server.startup()
-            port = server.servers[0].sockets[0].getsockname()[1]
-            print(f"http://127.0.0.1:{port} segment_bytes={len(source.segment)}", flush=True)
-            await server.main_loop()
-            await server.shutdown()
-
-        asyncio.run(run())
+        served = start_app(origin)
+        print(f"{served.base_url} segment_bytes={len(source.segment)}", flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        served.stop()
 
 
 if __name__ == "__main__":
+    # Blocked before the server thread starts, so only sigwait() sees them: a clean stop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     _main()

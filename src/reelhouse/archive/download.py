@@ -165,7 +165,7 @@ async def _run(services: ArchiveServices, ctx: TaskContext, settings: Any, row: 
         metrics.DOWNLOADS_FAILED.labels(channel).inc()
         discard_partial_files(output)  # nothing will resume them
         await update_vod(engine, vod_id, download_state="failed", processed=True,
-                         processing_error=f"download: {exc.reason}", download_retries=row.download_retries + 1)
+                         processing_error=f"download: {exc.reason}", download_retries=vods.c.download_retries + 1)
         log.warning("download of %s failed permanently: %s", vod_id, exc.reason.splitlines()[0],
                     extra={"component": "vod_download", "channel": channel, "vod_id": vod_id})
         raise
@@ -179,7 +179,7 @@ async def _run(services: ArchiveServices, ctx: TaskContext, settings: Any, row: 
         last = ctx.attempt >= ctx.task.max_attempts
         suffix = f" (gave up after {ctx.attempt} attempts)" if last else f" (attempt {ctx.attempt}/{ctx.task.max_attempts}; will retry)"
         await update_vod(engine, vod_id, download_state="failed" if last else "interrupted", processed=last,
-                         processing_error=f"download: {reason}{suffix}", download_retries=row.download_retries + 1)
+                         processing_error=f"download: {reason}{suffix}", download_retries=vods.c.download_retries + 1)
         raise TransientError(reason) from None
     return result.path, result.seconds
 
