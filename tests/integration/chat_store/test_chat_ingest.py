@@ -16,7 +16,9 @@ from reelhouse.archive.chat.replay import iter_rows
 from reelhouse.archive.chat.writer import ChatWriter
 from reelhouse.archive.models import chat_gaps, chat_messages
 from tests.integration.chat_store.conftest import T0, make_vod, scalar, wait_for
-from tests.integration.chat_store.irc_process import IrcServerProcess
+from reelhouse.archive.twitch.irc_message import parse_line
+from tests.fakes.twitch_irc import FakeTwitchIrcServer
+from tests.integration.chat_store.irc_process import IrcServerProcess, render_burst
 
 CHANNELS = ["alpha", "bravo", "charlie"]
 TOTAL = 200_000
@@ -34,6 +36,7 @@ async def test_200k_messages_with_5_disconnects_stored_exactly_once(engine, make
         for channel in CHANNELS:
             recorder.bind(channel, f"vod-{channel}", T0)
         await writer.start()
+        await irc.prepare(TOTAL, CHANNELS)
         await client.start()
         await client.wait_until_joined(timeout=5)
         consuming = asyncio.create_task(recorder.run())
@@ -45,7 +48,7 @@ async def test_200k_messages_with_5_disconnects_stored_exactly_once(engine, make
         drop_chunks = {int((i + 1) * TOTAL / chunk / (DROPS + 1)) for i in range(DROPS)}
         for index in range(TOTAL // chunk):
             dropping = index in drop_chunks
-            await irc.burst(chunk, CHANNELS, drop_after=chunk // 2 if dropping else None)
+            await irc.blast(chunk, drop_after=chunk // 2 if dropping else None)
             if dropping:
                 await irc.wait_until_joined(CHANNELS)
                 await client.wait_until_joined(timeout=10)
@@ -77,3 +80,16 @@ async def test_200k_messages_with_5_disconnects_stored_exactly_once(engine, make
         assert rels == sorted(rels)
     print(f"\n{stored} stored of {TOTAL} sent in {elapsed:.1f}s ({stored / elapsed:,.0f} msgs/s), "
           f"{writer.batches} batches, {DROPS} drops")
+
+
+async def test_pre_rendered_bursts_match_the_fake_servers_own_lines():
+    """The ingest test's pre-rendered lines are the fake's broadcast_burst lines, field for field."""
+    async with FakeTwitchIrcServer() as server:
+        await server.broadcast_burst(1, ["alpha"])
+        own = parse_line(server.sent[0].line)
+    rendered = parse_line(render_burst(1, ["alpha"])[0][3])
+    assert list(rendered.tags) == list(own.tags)
+    assert {k: v for k, v in rendered.tags.items() if k not in ("id", "tmi-sent-ts")} == \
+        {k: v for k, v in own.tags.items() if k not in ("id", "tmi-sent-ts")}
+    assert (rendered.command, rendered.params, rendered.trailing, rendered.prefix) == (
+        own.command, own.params, own.trailing, own.prefix)

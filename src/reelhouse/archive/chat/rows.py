@@ -22,11 +22,13 @@ KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG = "message", "notice", 
 KINDS = (KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG)
 RecordableEvent = ChatMessage | UserNotice | ClearChat | ClearMsg
 
-# Tags that have a column (or are the same for every row of a channel) stay out of `tags`.
-_IN_COLUMNS = frozenset({
+# Tags that have a column, are the same for every row of a channel (room-id), or mean nothing
+# once the message is sent (client-nonce: the sender's random dedupe token) stay out of `tags`.
+_NOT_IN_TAGS = frozenset({
     "id", "user-id", "display-name", "color", "badges", "emotes", "bits", "tmi-sent-ts", "login",
-    "reply-parent-msg-id", "reply-parent-user-login", "reply-parent-msg-body", "room-id",
+    "reply-parent-msg-id", "reply-parent-user-login", "reply-parent-msg-body", "room-id", "client-nonce",
 })
+_TAGS_JSON: dict[tuple[tuple[str, str], ...], str] = {}
 
 
 def _clip(value: str | None, length: int) -> str | None:
@@ -40,11 +42,20 @@ def _text(value: str | None) -> str | None:
 
 
 def _extra_tags(tags: Mapping[str, str]) -> str | None:
-    extra = {key: value for key, value in tags.items() if value and key not in _IN_COLUMNS}
-    if not extra:
+    key = tuple([(k, v) for k, v in tags.items() if v and k not in _NOT_IN_TAGS])
+    if not key:
         return None
-    encoded = tags_json(extra)
-    return encoded.replace("\\u0000", "") if "\\u0000" in encoded else encoded
+    # Most messages carry the same few flags (mod=0, subscriber=1...): encoding each distinct
+    # set once is most of the cost of building a row. Bounded, so rare sets cannot pile up.
+    encoded = _TAGS_JSON.get(key)
+    if encoded is None:
+        encoded = tags_json(dict(key))
+        if "\\u0000" in encoded:
+            encoded = encoded.replace("\\u0000", "")
+        if len(_TAGS_JSON) >= 4096:
+            _TAGS_JSON.clear()
+        _TAGS_JSON[key] = encoded
+    return encoded
 
 
 def synthetic_id(*parts: object) -> str:

@@ -7,9 +7,10 @@ row arrived, whichever comes first, so a crash loses at most that window. `submi
 when the queue is full the row is dropped and counted (`chat_messages_dropped_total`), which is
 the only honest choice when a database stays slower than chat for longer than the queue lasts.
 
-PostgreSQL: COPY (binary, asyncpg) into a per-connection temp table, then one
-`INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING`, so the bulk path still drops the
-duplicates a reconnect can replay. SQLite: one `INSERT OR IGNORE` executemany per batch in one
+PostgreSQL: COPY (binary, asyncpg) straight into chat_messages; a batch that holds an id already
+stored fails as a whole on the unique index and is then COPYed into a per-connection temp table
+and merged with `INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING`, so duplicates
+(a reconnect replay, a second recorder) are dropped without paying for the merge every time. SQLite: one `INSERT OR IGNORE` executemany per batch in one
 write transaction. Either way a batch is one transaction: all of it or none of it.
 """
 
@@ -124,6 +125,7 @@ class ChatWriter:
         self._submitted = 0  # sequence number of the last accepted row or gap
         self._done = 0  # every item up to this number is written or given up
         self._flush_wanted = False
+        self._merge_until = 0.0  # PostgreSQL: merge (not COPY directly) until this monotonic time
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         # Plain counters for tests and /status; the Prometheus metrics mirror them.
@@ -301,13 +303,25 @@ class ChatWriter:
         return counts
 
     async def _write_postgres(self, rows: Sequence[tuple[Any, ...]], gaps: Sequence[GapRow]) -> Counter[str]:
-        counts: Counter[str] = Counter()
         async with self.engine.connect() as conn:
             pg = await _asyncpg_connection(conn)
             if rows and not conn.info.get("chat_staging"):
                 # Outside the batch transaction: a failed batch must not roll the table back.
                 await pg.execute(_PG_STAGING_DDL)
                 conn.info["chat_staging"] = True  # a temp table lives as long as its connection
+            if rows and time.monotonic() >= self._merge_until:
+                # Fast path: Twitch does not replay lines after a reconnect, so a batch almost
+                # never holds a stored id and COPY straight into the table is safe. A unique
+                # violation aborts it without a trace; the batch then goes through the merge,
+                # and so do the batches of the next minute (e.g. two recorders on one chat).
+                try:
+                    async with pg.transaction():
+                        await pg.copy_records_to_table("chat_messages", records=rows, columns=COLUMNS)
+                        await self._insert_gaps_pg(pg, gaps)
+                    return Counter(row[_CHANNEL] for row in rows)
+                except asyncpg.UniqueViolationError:
+                    self._merge_until = time.monotonic() + 60.0
+            counts: Counter[str] = Counter()
             async with pg.transaction():
                 if rows:
                     await pg.copy_records_to_table(
@@ -315,10 +329,13 @@ class ChatWriter:
                         columns=("ord", *COLUMNS))
                     for channel, count in await pg.fetch(_PG_MERGE):
                         counts[channel] += count
-                if gaps:
-                    await pg.executemany(_PG_GAP, [(g.channel, g.vod_id, g.started_at, g.ended_at, g.reason)
-                                                   for g in gaps])
+                await self._insert_gaps_pg(pg, gaps)
         return counts
+
+    @staticmethod
+    async def _insert_gaps_pg(pg: asyncpg.Connection, gaps: Sequence[GapRow]) -> None:
+        if gaps:
+            await pg.executemany(_PG_GAP, [(g.channel, g.vod_id, g.started_at, g.ended_at, g.reason) for g in gaps])
 
     async def _write_one_by_one(self, rows: Sequence[tuple[Any, ...]], gaps: Sequence[GapRow]) -> Counter[str]:
         """Isolate bad rows (a vods row deleted under us, an odd value): each row in its own
