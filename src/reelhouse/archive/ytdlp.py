@@ -199,6 +199,10 @@ def build_args(req: DownloadRequest, cookies_copy: Path | None = None) -> list[s
         "--abort-on-unavailable-fragments", "--socket-timeout", str(req.socket_timeout),
         "--concurrent-fragments", str(req.concurrent_fragments),
         "--merge-output-format", "mp4",
+        # Matching a URL against all ~1,900 extractors compiles as many regexes: most of
+        # yt-dlp's CPU for a short VOD. Twitch VODs and plain HLS/MP4 URLs need two; YTDLP_ARGS
+        # can add more (`--use-extractors default` restores them all: the lists are merged).
+        "--use-extractors", "twitch:vod,generic",
     ]
     ffmpeg = shutil.which(req.ffmpeg_location or "ffmpeg")  # yt-dlp wants a path, not a name
     if ffmpeg:
