@@ -111,32 +111,27 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _listing(table, filters: dict[str, Any], limit: int, before_id: int | None):
+    """Newest first, keyset-paginated by id; `filters` maps column name to value (None: any)."""
+    query = select(table).order_by(table.c.id.desc()).limit(limit)
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(table.c[column] == value)
+    if before_id is not None:
+        query = query.where(table.c.id < before_id)
+    return query
+
+
 async def list_tasks(engine: AsyncEngine, *, status: str | None = None, kind: str | None = None,
                      job_id: int | None = None, limit: int = 50, before_id: int | None = None) -> list[dict]:
-    query = select(tasks).order_by(tasks.c.id.desc()).limit(limit)
-    if status:
-        query = query.where(tasks.c.status == status)
-    if kind:
-        query = query.where(tasks.c.kind == kind)
-    if job_id is not None:
-        query = query.where(tasks.c.job_id == job_id)
-    if before_id is not None:
-        query = query.where(tasks.c.id < before_id)
+    query = _listing(tasks, {"status": status, "kind": kind, "job_id": job_id}, limit, before_id)
     async with engine.connect() as conn:
         return [_task_view(row) for row in (await conn.execute(query)).all()]
 
 
 async def list_jobs(engine: AsyncEngine, *, status: str | None = None, kind: str | None = None,
                     user_id: int | None = None, limit: int = 50, before_id: int | None = None) -> list[dict]:
-    query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-    if status:
-        query = query.where(jobs.c.status == status)
-    if kind:
-        query = query.where(jobs.c.kind == kind)
-    if user_id is not None:
-        query = query.where(jobs.c.user_id == user_id)
-    if before_id is not None:
-        query = query.where(jobs.c.id < before_id)
+    query = _listing(jobs, {"status": status, "kind": kind, "user_id": user_id}, limit, before_id)
     async with engine.connect() as conn:
         return [_job_view(row) for row in (await conn.execute(query)).all()]
 
