@@ -111,6 +111,8 @@ class EncodePipeline:
         assert spec.source_url is not None
         storage = self.service.storage()
         key = None
+        # A retried task still shows its previous attempt's detail until this replaces it.
+        await ctx.report_progress(0.0, force=True, stage="fetching")
 
         async def on_progress(progress: FetchProgress) -> None:
             await ctx.report_progress(progress.fraction or 0.0, stage="fetching",
@@ -137,6 +139,7 @@ class EncodePipeline:
         spec = EncodeSpec.model_validate(ctx.payload)
         key = spec.source_key or ""
         storage = self.service.storage()
+        await ctx.report_progress(0.0, force=True, stage="probing")
         try:
             locator = await probe_locator(storage, key)
         except ObjectNotFound:
@@ -177,6 +180,7 @@ class EncodePipeline:
         engine = self.service.engine
         uploaded: list[str] = []
         asset_id: int | None = None
+        await ctx.report_progress(0.0, force=True, stage="preparing")
         try:
             asset_id = await asset_store.ensure_asset(engine, ctx.task.job_id, spec, info)
             async with self.service.scratch(f"transcode-{ctx.task.job_id}") as tmp:

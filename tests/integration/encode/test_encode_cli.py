@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -21,7 +25,17 @@ def root_app() -> typer.Typer:
     return root
 
 
-def test_cli_encodes_a_local_file_in_process_and_prints_the_renditions(settings, clip_480p):
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI installs its log handler on the stderr CliRunner swaps in and closes afterwards;
+    later tests must not log into that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def test_cli_encodes_a_local_file_in_process_and_prints_the_renditions(settings, clip_480p, restore_logging):
     reset_settings_cache()
     runner = CliRunner()
     result = runner.invoke(root_app(), ["encode", str(clip_480p), "--preset", "ultrafast", "--output-prefix",

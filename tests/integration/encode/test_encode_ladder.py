@@ -150,7 +150,7 @@ async def _wait_for_encoding(client: httpx.AsyncClient, job_id: int) -> None:
         return any(t["kind"] == "encode.transcode" and t["status"] == "running"
                    and (t["progress_detail"] or {}).get("stage") == "encoding"
                    and (t["progress_detail"] or {}).get("percent", 0) > 0 for t in job["tasks"]) \
-            or job["status"] in ("completed", "failed", "dead", "cancelled")
+            and bool(ffmpeg_children()) or job["status"] in ("completed", "failed", "dead", "cancelled")
 
     job = await wait_for_job(client, job_id, until=encoding)
     assert job["status"] == "processing", job
