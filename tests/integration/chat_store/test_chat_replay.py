@@ -13,13 +13,15 @@ from datetime import timedelta
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import update
 
 from reelhouse.app import create_app
 from reelhouse.archive.chat.api import register
 from reelhouse.archive.chat.settings import ChatSettings
 from reelhouse.config import Settings
 from reelhouse.core.runtime import build_runtime
-from tests.integration.chat_store.conftest import seed_chat
+from reelhouse.archive.models import vods
+from tests.integration.chat_store.conftest import make_vod, seed_chat
 
 # Ten minutes of chat: 3000 messages, two per 0.4 s (equal rel_timestamps must keep their order).
 SPAN_RELS = [(index // 2) * 0.4 for index in range(3000)]
@@ -171,3 +173,23 @@ async def test_sse_sends_heartbeats_and_holds_no_connection_while_waiting(engine
 
 async def test_sse_for_an_unknown_vod_is_404(server):
     assert (await server.get("/vods/nope/chat/stream")).status_code == 404
+
+
+async def test_sse_follows_a_live_placeholder_until_it_is_reconciled(engine, server):
+    """A VOD still being recorded: the stream waits for new rows instead of ending."""
+    await make_vod(engine, "live-1", placeholder=True)
+    await seed_chat(engine, "live-1", [0.0], prefix="a")
+    async with server.stream("GET", "/vods/live-1/chat/stream?speed=100") as response:
+        reader = SseReader(response)
+        first = await reader.next_event()
+        await seed_chat(engine, "live-1", [0.5], prefix="b")  # recorded while someone watches
+        second = await reader.next_event()
+        async with engine.begin() as conn:
+            await conn.execute(update(vods).where(vods.c.twitch_vod_id == "live-1").values(is_placeholder=False))
+        end = await reader.next_event()
+    assert (first[2]["message_id"], second[2]["message_id"], end[1]) == ("a-000000", "b-000000", "end")
+
+
+async def test_status_reports_the_chat_recorder(server):
+    body = (await server.get("/status")).json()
+    assert body["chat"] == {"mode": "off", "running": False}

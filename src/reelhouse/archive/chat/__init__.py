@@ -1,0 +1,1 @@
+"""Live chat: recording (auto and manual mode), batched storage, reconciliation, replay, export."""
