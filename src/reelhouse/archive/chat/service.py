@@ -81,9 +81,10 @@ _SERVICES: WeakKeyDictionary[AsyncEngine, ChatService] = WeakKeyDictionary()
 
 
 def chat_service(runtime: Runtime, chat: ChatSettings | None = None) -> ChatService:
-    """The process's ChatService for `runtime` (created on first use)."""
+    """The process's ChatService for `runtime` (created on first use, or anew when `chat` is
+    given: explicit settings win over the environment's)."""
     service = _SERVICES.get(runtime.engine)
-    if service is None:
+    if service is None or chat is not None:
         service = ChatService(runtime, chat or load_chat_settings(), archive_settings(runtime.settings))
         _SERVICES[runtime.engine] = service
     return service
