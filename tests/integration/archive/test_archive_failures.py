@@ -4,6 +4,7 @@ PostgreSQL: a deleted VOD, an operator's cancel, YouTube's quota, the daily uplo
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from datetime import timedelta
 
@@ -171,3 +172,29 @@ async def test_daily_upload_cap_waits_until_the_window_frees(make_runtime, youtu
     assert "UPLOAD_DAILY_LIMIT" in upload.last_error
     assert abs((upload.run_after - (uploaded_at + timedelta(hours=24))).total_seconds()) < 5
     assert youtube.sessions == {}
+
+
+async def test_transcode_before_upload_sends_the_encode_and_cleans_up(make_runtime, youtube, tiny_clip, tmp_path,
+                                                                     monkeypatch, archive_env):
+    apply_env(monkeypatch, archive_env, TRANSCODE_BEFORE_UPLOAD="mp4-720p", BACKFILL_AUTOCLEAN="0")
+    runtime = make_runtime()
+    await store_youtube_token(runtime, youtube)
+    source = tmp_path / "twitch_9001.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tiny_clip / "index.m3u8"), "-c", "copy", str(source)],
+                   check=True)
+    original = source.read_bytes()
+    job_id = await upload_task_for(runtime, "9001", source)
+    async with running_worker(runtime):
+        async def uploaded():
+            return (await vod_row(runtime.engine, "9001")).youtube_url is not None
+        await wait_for(uploaded, 60, "the transcoded upload")
+    [session] = youtube.sessions.values()
+    sent = session.path.read_bytes()
+    assert sent != original and len(sent) == session.total, "the encode, not the download, is uploaded"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name", "-of", "csv=p=0", str(session.path)], capture_output=True, text=True)
+    assert probe.stdout.strip() == "h264"
+    assert not (tmp_path / "twitch_9001.transcoded.mp4").exists(), "the encode is removed after the upload"
+    assert source.read_bytes() == original, "the download is kept when BACKFILL_AUTOCLEAN is off"
+    assert (await vod_row(runtime.engine, "9001")).downloaded_path == str(source)
+    assert (await tasks_of(runtime.engine, job_id))[-1].status == states.SUCCEEDED
