@@ -62,11 +62,9 @@ class EncodeService:
     pool belongs to the loop that opened it, and tests run the API server and the CLI on
     different loops than the worker."""
 
-    def __init__(self, runtime: Runtime, settings: EncodeSettings | None = None,
-                 storage_factory: Callable[[], Storage] | None = None) -> None:
+    def __init__(self, runtime: Runtime, settings: EncodeSettings | None = None) -> None:
         self.runtime = runtime
         self.settings = settings or load_encode_settings()
-        self._storage_factory = storage_factory or (lambda: open_storage(runtime.settings))
         self._storages: dict[asyncio.AbstractEventLoop, Storage] = {}
 
     @property
@@ -77,7 +75,7 @@ class EncodeService:
         loop = asyncio.get_running_loop()
         storage = self._storages.get(loop)
         if storage is None:
-            storage = self._storages[loop] = self._storage_factory()
+            storage = self._storages[loop] = open_storage(self.runtime.settings)
         return storage
 
     async def close_storage(self) -> None:

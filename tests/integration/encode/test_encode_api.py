@@ -158,8 +158,7 @@ async def test_media_route_serves_only_encode_outputs_with_types_and_ranges(clie
     assert (await client.get("/media/encodes/job-1/nothing.ts", headers=viewer)).status_code == 404
 
 
-@pytest.mark.parametrize("tamper", ["none", "signature", "scope", "expired"])
-async def test_signed_links_open_one_prefix_until_they_expire(client, runtime, domain, tamper):
+async def test_signed_links_open_one_prefix_until_they_expire(client, runtime, domain):
     from reelhouse.encode.media import link_secret, make_token
 
     storage = domain.service.storage()
@@ -168,20 +167,21 @@ async def test_signed_links_open_one_prefix_until_they_expire(client, runtime, d
     secret = link_secret(runtime.settings.security.master_encryption_key)
     token = make_token(secret, "encodes/job-1", 4_000_000_000)
     key = "encodes/job-1/720p/index.m3u8"
-    if tamper == "signature":
-        token = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    elif tamper == "scope":
-        key = "encodes/job-2/720p/index.m3u8"
-    elif tamper == "expired":
-        token = make_token(secret, "encodes/job-1", 1_000)
-    response = await client.get(f"/media/signed/{token}/{key}", headers={"Authorization": ""})
-    if tamper == "none":
-        assert response.status_code == 200 and response.text == "#EXTM3U\n"
-        head = await client.head(f"/media/signed/{token}/{key}", headers={"Authorization": ""})
-        assert head.status_code == 200 and head.headers["content-length"] == "8" and head.content == b""
-    else:
-        assert response.status_code == 403, response.text
-        assert {"signature": "signature", "scope": "signature", "expired": "expired"}[tamper] in response.json()["error"]
+    anonymous = {"Authorization": ""}
+
+    response = await client.get(f"/media/signed/{token}/{key}", headers=anonymous)
+    assert response.status_code == 200 and response.text == "#EXTM3U\n"
+    head = await client.head(f"/media/signed/{token}/{key}", headers=anonymous)
+    assert head.status_code == 200 and head.headers["content-length"] == "8" and head.content == b""
+
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    expired = make_token(secret, "encodes/job-1", 1_000)
+    for bad_token, bad_key, reason in ((tampered, key, "signature"),
+                                       (token, "encodes/job-2/720p/index.m3u8", "signature"),
+                                       (expired, key, "expired"),
+                                       (token, "encodes/job-1", "does not cover")):
+        refused = await client.get(f"/media/signed/{bad_token}/{bad_key}", headers=anonymous)
+        assert refused.status_code == 403 and reason in refused.json()["error"], (bad_key, refused.text)
 
 
 async def test_outputs_view_explains_a_job_without_outputs(client, domain):
