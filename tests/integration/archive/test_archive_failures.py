@@ -13,10 +13,12 @@ from sqlalchemy import insert, select, update
 from reelhouse.archive import metrics, pipeline
 from reelhouse.archive.models import vods
 from reelhouse.archive.youtube import next_quota_reset
-from reelhouse.core.db.models import jobs, tasks
+from reelhouse.core.db.models import jobs, kv, tasks
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.control import cancel_job
+from reelhouse.core.jobs.queue import TaskQueue
+from reelhouse.core.telemetry.metrics import CIRCUIT_OPEN
 
 from .conftest import apply_env, running_worker, store_youtube_token, wait_for, ytdlp_processes
 
@@ -113,7 +115,6 @@ async def upload_task_for(runtime, vod_id: str, path) -> int:
     job_id = await pipeline.enqueue_vod(runtime.engine, vod_id)
     async with runtime.engine.begin() as conn:
         await conn.execute(update(tasks).where(tasks.c.job_id == job_id).values(status=states.SUCCEEDED))
-    from reelhouse.core.jobs.queue import TaskQueue
     await TaskQueue(runtime.engine).enqueue("vod.upload", {"vod_id": vod_id, "channel": "chan"}, job_id=job_id,
                                             max_attempts=3)
     return job_id
@@ -198,3 +199,31 @@ async def test_transcode_before_upload_sends_the_encode_and_cleans_up(make_runti
     assert source.read_bytes() == original, "the download is kept when BACKFILL_AUTOCLEAN is off"
     assert (await vod_row(runtime.engine, "9001")).downloaded_path == str(source)
     assert (await tasks_of(runtime.engine, job_id))[-1].status == states.SUCCEEDED
+
+
+async def test_transient_failures_open_the_channel_breaker_and_the_retry_waits(make_runtime, monkeypatch,
+                                                                               archive_env):
+    # Nothing listens on port 9 (discard): yt-dlp fails with "connection refused", a transient error.
+    apply_env(monkeypatch, archive_env, TWITCH_VIDEO_URL_TEMPLATE="http://127.0.0.1:9/videos/{id}/index.m3u8",
+              CIRCUIT_FAILURE_THRESHOLD="1", CIRCUIT_OPEN_COOLDOWN="10m")
+    runtime = make_runtime()
+    await add_vod(runtime.engine, "3001")
+    failures_before = counter(metrics.CIRCUIT_FAILURES)
+    job_id = await pipeline.enqueue_vod(runtime.engine, "3001")
+    async with running_worker(runtime):
+        async def waiting_on_breaker():
+            return (await tasks_of(runtime.engine, job_id))[0].error_class == "circuit_open"
+        await wait_for(waiting_on_breaker, 30, "the retry to wait for the open breaker")
+    [task] = await tasks_of(runtime.engine, job_id)
+    assert task.status == states.QUEUED and task.attempts == 1, "waiting on a breaker spends no attempt"
+    breaker = await runtime.breaker.state("chan")
+    assert breaker.state == "open" and breaker.failures == 1
+    assert abs((task.run_after - breaker.open_until).total_seconds()) < 2
+    async with runtime.engine.connect() as conn:
+        keys = dict((await conn.execute(select(kv.c.key, kv.c.value).where(kv.c.channel == "chan"))).all())
+    assert keys["circuit_state"] == "open" and "circuit_open_until" in keys  # the runbook's kv keys
+    row = await vod_row(runtime.engine, "3001")
+    assert row.processed is False and row.download_retries == 1
+    assert row.processing_error.startswith("download: yt-dlp failed") and "will retry" in row.processing_error
+    assert counter(metrics.CIRCUIT_FAILURES) == failures_before + 1
+    assert CIRCUIT_OPEN.labels("chan")._value.get() == 1
