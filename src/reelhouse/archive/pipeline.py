@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,6 @@ class ArchiveServices:
     base: ArchiveSettings
     tokens: TokenStore
     _helix: HelixClient | None = None
-    _youtube: dict[str, YouTubeClient] = field(default_factory=dict)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -116,18 +115,19 @@ class ArchiveServices:
         return self._helix
 
     async def youtube(self, channel: str) -> YouTubeClient | None:
-        """A client for the channel's YouTube token, or None while uploads cannot be authorized."""
+        """A new client for the channel's YouTube token (the caller closes it), or None while
+        uploads cannot be authorized. New per upload: the token is read from the database each
+        time, so a re-authorization through any API node is used at once (a cached client would
+        keep refreshing a revoked token)."""
         if not (self.base.yt_client_id and self.base.yt_client_secret):
             return None
         if await self.tokens.load_for_channel("youtube", channel) is None:
             return None
-        if channel not in self._youtube:
-            load, save = self.tokens.youtube_callbacks(channel)
-            self._youtube[channel] = YouTubeClient(
-                self.base.yt_client_id, self.base.yt_client_secret, load_tokens=load, save_tokens=save,
-                redirect_uri=self.base.yt_redirect_uri or None, api_base=self.base.youtube_api_base,
-                oauth_base=self.base.youtube_oauth_base)
-        return self._youtube[channel]
+        load, save = self.tokens.youtube_callbacks(channel)
+        return YouTubeClient(
+            self.base.yt_client_id, self.base.yt_client_secret, load_tokens=load, save_tokens=save,
+            redirect_uri=self.base.yt_redirect_uri or None, api_base=self.base.youtube_api_base,
+            oauth_base=self.base.youtube_oauth_base)
 
     async def media_for_upload(self, settings: ArchiveSettings, row: Any) -> Path:
         """The file to upload: the download, or its TRANSCODE_BEFORE_UPLOAD encode. The encode is
@@ -156,8 +156,11 @@ class ArchiveServices:
     async def aclose(self) -> None:
         if self._helix is not None:
             await self._helix.aclose()
-        for client in self._youtube.values():
-            await client.aclose()
+
+
+def services_for(engine: AsyncEngine) -> ArchiveServices | None:
+    """The services `register` created for this engine's runtime (None before registration)."""
+    return _SERVICES.get(engine)
 
 
 def _base_settings_for(engine: AsyncEngine) -> ArchiveSettings:

@@ -31,7 +31,7 @@ from reelhouse.archive import metrics
 from reelhouse.archive.download import cancel_was_requested, load_vod, note_last_attempt, update_vod
 from reelhouse.archive.models import vods
 from reelhouse.archive.settings import ArchiveSettings
-from reelhouse.archive.youtube import UploadSessionExpired, VideoMetadata
+from reelhouse.archive.youtube import UploadSessionExpired, VideoMetadata, YouTubeClient
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
@@ -133,25 +133,8 @@ async def upload_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, 
 
     started = time.monotonic()
     try:
-        media = await services.media_for_upload(settings, row)
-        size = media.stat().st_size
-        progress = _UploadProgress(ctx)
-        uri = row.youtube_upload_uri
-        for _ in range(2):
-            if uri is None:
-                uri = await client.start_session(video_metadata(settings, row), size=size)
-                await update_vod(engine, vod_id, youtube_upload_uri=uri)  # before any media byte
-            try:
-                video_id = await client.upload(uri, media, on_progress=progress, chunk_size=settings.upload_chunk_bytes)
-                break
-            except UploadSessionExpired:
-                # The expired session never produced a video: a new one cannot duplicate it.
-                log.warning("upload session of %s expired; starting a new one", vod_id,
-                            extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id})
-                uri = None
-                await update_vod(engine, vod_id, youtube_upload_uri=None)
-        else:
-            raise TransientError("upload session expired twice")
+        async with client:
+            video_id = await _send(services, ctx, settings, row, client)
     except RateLimitedError as exc:
         log.info("upload of %s waits until %s: %s", vod_id, exc.retry_at.isoformat(), exc.reason,
                  extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id})
@@ -190,6 +173,32 @@ async def upload_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, 
              extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id, "youtube_url": url,
                     "upl_ms": int(seconds * 1000), "total_ms": int(total * 1000)})
     return {"vod_id": vod_id, "youtube_url": url, "seconds": round(seconds, 3), "local_file_deleted": cleaned}
+
+
+async def _send(services: ArchiveServices, ctx: TaskContext, settings: ArchiveSettings, row: Any,
+                client: YouTubeClient) -> str:
+    """Upload into the saved session, or into a new one saved before the first media byte."""
+    engine, vod_id = services.engine, row.twitch_vod_id
+    media = await services.media_for_upload(settings, row)
+    size = media.stat().st_size
+    progress = _UploadProgress(ctx)
+    uri = row.youtube_upload_uri
+    for _ in range(2):
+        if uri is None:
+            uri = await client.start_session(video_metadata(settings, row), size=size)
+            await update_vod(engine, vod_id, youtube_upload_uri=uri)  # before any media byte
+        try:
+            video_id = await client.upload(uri, media, on_progress=progress, chunk_size=settings.upload_chunk_bytes)
+            break
+        except UploadSessionExpired:
+            # The expired session never produced a video: a new one cannot duplicate it.
+            log.warning("upload session of %s expired; starting a new one", vod_id,
+                        extra={"component": "vod_upload", "channel": row.channel, "vod_id": vod_id})
+            uri = None
+            await update_vod(engine, vod_id, youtube_upload_uri=None)
+    else:
+        raise TransientError("upload session expired twice")
+    return video_id
 
 
 async def _fail_permanently(services: ArchiveServices, row: Any, reason: str) -> None:

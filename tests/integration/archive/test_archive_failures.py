@@ -4,6 +4,7 @@ PostgreSQL: a deleted VOD, an operator's cancel, YouTube's quota, the daily uplo
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from datetime import timedelta
@@ -12,7 +13,7 @@ from sqlalchemy import insert, select, update
 
 from reelhouse.archive import metrics, pipeline
 from reelhouse.archive.models import vods
-from reelhouse.archive.youtube import next_quota_reset
+from reelhouse.archive.youtube import VideoMetadata, next_quota_reset
 from reelhouse.core.db.models import jobs, kv, tasks
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs import states
@@ -227,3 +228,27 @@ async def test_transient_failures_open_the_channel_breaker_and_the_retry_waits(m
     assert row.processing_error.startswith("download: yt-dlp failed") and "will retry" in row.processing_error
     assert counter(metrics.CIRCUIT_FAILURES) == failures_before + 1
     assert CIRCUIT_OPEN.labels("chan")._value.get() == 1
+
+
+async def test_an_expired_saved_session_is_replaced_and_yields_one_video(make_runtime, youtube, tmp_path):
+    runtime = make_runtime()
+    await store_youtube_token(runtime, youtube)
+    media = tmp_path / "twitch_9101.mp4"
+    media.write_bytes(os.urandom(300 * 1024))
+    job_id = await upload_task_for(runtime, "9101", media)
+    # A session saved by an earlier attempt, expired since (YouTube keeps them about a week).
+    client = await pipeline.services_for(runtime.engine).youtube("chan")
+    async with client:
+        stale = await client.start_session(VideoMetadata(title="stale"), size=media.stat().st_size)
+    youtube.expire_session(youtube.session_for_uri(stale).upload_id)
+    async with runtime.engine.begin() as conn:
+        await conn.execute(update(vods).where(vods.c.twitch_vod_id == "9101").values(youtube_upload_uri=stale))
+    async with running_worker(runtime):
+        async def uploaded():
+            return (await vod_row(runtime.engine, "9101")).youtube_url is not None
+        await wait_for(uploaded, 30, "the upload into a fresh session")
+    assert len(youtube.sessions) == 2 and len(youtube.videos) == 1
+    [video] = youtube.videos.values()
+    assert video["snippet"]["title"] != "stale"
+    assert (await tasks_of(runtime.engine, job_id))[-1].attempts == 1
+    assert (await vod_row(runtime.engine, "9101")).youtube_upload_uri is None
