@@ -35,7 +35,8 @@ class _SourceFirstGroup(TyperGroup):
 
 
 encode_app = typer.Typer(cls=_SourceFirstGroup, no_args_is_help=True,
-                         help="Encode media to an HLS ladder or an MP4: reelhouse encode SOURCE [options].")
+                         help="Encode media to an HLS ladder or an MP4. "
+                              "'reelhouse encode SOURCE ...' is short for 'reelhouse encode run SOURCE ...'.")
 console = Console()
 err = Console(stderr=True)
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
