@@ -43,15 +43,22 @@ async def cancel_task(engine: AsyncEngine, task_id: int) -> str | None:
 
 
 async def cancel_job(engine: AsyncEngine, job_id: int) -> list[tuple[int, str]]:
-    async with engine.connect() as conn:
-        ids = (await conn.execute(select(tasks.c.id).where(tasks.c.job_id == job_id,
-                                                            tasks.c.status.in_(_OPEN)))).scalars().all()
-    results = []
-    for task_id in ids:
-        outcome = await cancel_task(engine, task_id)
-        if outcome:
-            results.append((task_id, outcome))
-    return results
+    """Cancel every open task of a job. Scans again until none is left, because a running
+    handler may enqueue a follow-up task (download -> upload) while we cancel."""
+    results: list[tuple[int, str]] = []
+    handled: set[int] = set()
+    while True:
+        async with engine.connect() as conn:
+            ids = (await conn.execute(select(tasks.c.id).where(
+                tasks.c.job_id == job_id, tasks.c.status.in_(_OPEN),
+                tasks.c.id.notin_(handled) if handled else tasks.c.id.isnot(None)))).scalars().all()
+        if not ids:
+            return results
+        for task_id in ids:
+            handled.add(task_id)
+            outcome = await cancel_task(engine, task_id)
+            if outcome:
+                results.append((task_id, outcome))
 
 
 async def retry_task(engine: AsyncEngine, task_id: int) -> bool:
