@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -52,7 +52,8 @@ def _comma_list(value: Any) -> list[str]:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
+# NoDecode: pydantic-settings would otherwise parse a list-typed variable as JSON and reject `a,b`.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class ConfigError(Exception):
@@ -136,6 +137,9 @@ class JobSettings(_Section):
 
 class SecuritySettings(_Section):
     master_encryption_key: str = Field("", validation_alias=_env("MASTER_ENCRYPTION_KEY", "ENCRYPTION_KEY"))
+    # Keys that were primary before a rotation; records under them are readable until re-wrapped.
+    master_encryption_key_previous: CommaList = Field(
+        default_factory=list, validation_alias=_env("MASTER_ENCRYPTION_KEY_PREVIOUS"))
     admin_token: str = Field("", validation_alias=_env("ADMIN_TOKEN"))
     rate_limit_enabled: bool = Field(True, validation_alias=_env("RATE_LIMIT_ENABLED"))
     rate_limit_requests_per_ip: int = Field(10, ge=1, validation_alias=_env("RATE_LIMIT_REQUESTS_PER_IP"))

@@ -285,8 +285,11 @@ async def catalog_task(services: ArchiveServices, ctx: TaskContext) -> dict[str,
     helix = services.helix()
     if helix is None:
         return {"channel": channel, "skipped": "TWITCH_CLIENT_ID/TWITCH_CLIENT_SECRET not set"}
+    # /admin/vod/catalog may ask for a one-off limit; periodic runs use the settings.
+    max_count = int(ctx.payload.get("max") or settings.vod_catalog_max)
+    max_age_days = int(ctx.payload.get("max_age_days") or settings.vod_catalog_max_age_days)
     result = await catalog.backfill_catalog(
-        engine, helix, channel, max_count=settings.vod_catalog_max, max_age_days=settings.vod_catalog_max_age_days,
+        engine, helix, channel, max_count=max_count, max_age_days=max_age_days,
         page_size=settings.vod_catalog_page_size, page_delay=settings.vod_catalog_page_delay.total_seconds())
     job_ids = await enqueue_pending(engine, channel)
     stamp = kv_timestamp(utcnow())

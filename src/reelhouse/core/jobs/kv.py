@@ -7,6 +7,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import kv
 from reelhouse.core.db.types import utcnow
 
@@ -46,12 +47,19 @@ class KV:
             await conn.execute(delete(kv).where(kv.c.channel == channel, kv.c.key.in_(keys)))
 
     async def update_ema(self, key: str, sample: float, channel: str = "") -> int:
-        """Fold a new sample (e.g. a download's milliseconds) into the stored moving average."""
-        async with self.engine.begin() as conn:
-            previous = await get_value(conn, key, channel)
-            value = sample if previous is None else EMA_ALPHA * sample + (1 - EMA_ALPHA) * float(previous)
-            await conn.execute(_upsert(conn, channel, key, str(int(round(value)))))
-            return int(round(value))
+        """Fold a new sample (e.g. a download's milliseconds) into the stored moving average.
+
+        Read and write share one writer transaction so concurrent workers neither lose a sample
+        nor hit SQLite's lock upgrade error."""
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                previous = await get_value(conn, key, channel)
+                value = sample if previous is None else EMA_ALPHA * sample + (1 - EMA_ALPHA) * float(previous)
+                await conn.execute(_upsert(conn, channel, key, str(int(round(value)))))
+                return int(round(value))
+        finally:
+            await conn.close()
 
 
 async def get_value(conn: AsyncConnection, key: str, channel: str = "") -> str | None:

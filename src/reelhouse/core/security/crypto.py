@@ -139,9 +139,7 @@ class Keyring:
         """From `Settings` (security section); None when no master key is configured."""
         security = getattr(settings, "security", settings)
         primary = getattr(security, "master_encryption_key", "") or ""
-        previous = getattr(security, "master_encryption_key_previous", None)
-        if previous is None:  # not yet a settings field: read the variable itself
-            previous = os.environ.get("MASTER_ENCRYPTION_KEY_PREVIOUS", "")
+        previous = getattr(security, "master_encryption_key_previous", None) or []
         if not primary.strip():
             return None
         items = previous.split(",") if isinstance(previous, str) else list(previous)
