@@ -36,6 +36,9 @@ test-fast: $(STAMP)
 bench: system-deps $(STAMP)
 	$(PY) bench/jobs.py
 	$(PY) bench/ladder.py
+	$(PY) bench/ladder_job.py
+	$(PY) bench/download.py
+	$(PY) bench/chat.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
