@@ -85,6 +85,7 @@ class AutoChat:
         self.reconcile_delay = reconcile_delay
         self.reconcile_max_attempts = reconcile_max_attempts
         self.sessions: dict[str, LiveSession] = {}
+        self._pending: list[ReconcileRequest] = []
         self.polls = 0
         self.poll_errors = 0
         self._orphans_checked = False
@@ -95,7 +96,10 @@ class AutoChat:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                await self.poll_once()
+                try:
+                    await self.poll_once()
+                except Exception:  # a bug here must not end recording of every channel
+                    log.exception("chat live check failed", extra={"component": "chat"})
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
                 except TimeoutError:
@@ -124,7 +128,12 @@ class AutoChat:
                 await self._close(session)
         for channel, stream in live.items():
             if channel not in self.sessions and channel in channels:
-                await self._open(stream)
+                try:
+                    await self._open(stream)
+                except Exception as exc:  # database away: the next poll tries again
+                    log.warning("could not start recording #%s (%s: %s)", channel, type(exc).__name__, exc,
+                                extra={"component": "chat", "channel": channel})
+        await self._enqueue_pending()
         if not self._orphans_checked:
             await self._reconcile_orphans()
             self._orphans_checked = True
@@ -151,10 +160,23 @@ class AutoChat:
     async def _close(self, session: LiveSession) -> None:
         self.recorder.unbind(session.channel)
         self.sessions.pop(session.channel, None)
-        # Everything read for this stream is in the database before reconciliation can move it.
-        await self.recorder.writer.flush(timeout=60)
-        await self.enqueue_reconcile(ReconcileRequest(session.vod_id, session.channel, session.started_at,
-                                                      utcnow(), session.stream_id))
+        self._pending.append(ReconcileRequest(session.vod_id, session.channel, session.started_at, utcnow(),
+                                              session.stream_id))
+        await self._enqueue_pending()
+
+    async def _enqueue_pending(self) -> None:
+        """Enqueue reconciliations of ended streams; with the database away they stay pending
+        here and the next poll tries again (recording of other streams goes on meanwhile)."""
+        while self._pending:
+            try:
+                # Everything read for the stream is in the database before it can be moved.
+                await self.recorder.writer.flush(timeout=60)
+                await self.enqueue_reconcile(self._pending[0])
+            except Exception as exc:
+                log.warning("reconciliation of %s not enqueued yet (%s: %s)", self._pending[0].placeholder,
+                            type(exc).__name__, exc, extra={"component": "chat"})
+                return
+            self._pending.pop(0)
 
     async def enqueue_reconcile(self, request: ReconcileRequest) -> None:
         await TaskQueue(self.engine).enqueue(

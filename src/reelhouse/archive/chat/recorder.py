@@ -97,6 +97,8 @@ class ChatRecorder:
         try:
             async for event in self.client.events():
                 self.events_seen += 1
+                if self.events_seen % 1000 == 0:
+                    self.sync_client_metrics()  # drops/late of the reader show up while they happen
                 if isinstance(event, _RECORDABLE):
                     self._record(event)
                 elif isinstance(event, Gap):
