@@ -168,3 +168,20 @@ async def test_a_stalled_database_never_stalls_the_socket_reader(engine, irc_ser
     await run
     await writer.stop()
     assert await count_messages(engine, vod_id="v1") == len(sent) == 3000
+
+
+async def test_a_batch_survives_a_database_outage(engine):
+    """While the table is unreachable the batch is kept and retried; nothing is lost or doubled."""
+    await make_vod(engine, "v1")
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE chat_messages RENAME TO chat_messages_away"))
+    writer = ChatWriter(engine, batch_size=50, flush_interval=0.05, retry_delay=0.1, retry_delay_max=0.2)
+    async with writer:
+        for index in range(120):
+            writer.submit(sample_row("v1", index))
+        await asyncio.sleep(1.0)  # several failed attempts
+        assert writer.written == 0 and writer.pending > 0
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE chat_messages_away RENAME TO chat_messages"))
+        await writer.flush(timeout=20)
+    assert await count_messages(engine) == 120 and writer.written == 120 and writer.dropped == 0
