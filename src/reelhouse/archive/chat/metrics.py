@@ -28,7 +28,8 @@ MESSAGES_DROPPED = _registered(
     ("reason",))
 MESSAGES_LATE = _registered(
     Counter, "chat_messages_late",
-    "Chat messages committed later than CHAT_LATE_AFTER after they were read from the socket")
+    "Chat messages that waited longer than CHAT_LATE_AFTER in the reader's buffer, or between leaving it and "
+    "their commit (each stage is measured on its own)")
 BATCH_WRITE_SECONDS = _registered(
     Histogram, "chat_batch_write_seconds", "Time to write one batch of chat messages to the database",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))

@@ -36,7 +36,7 @@ class ChatSettings(_Section):
     batch_size: int = Field(1000, ge=1, le=100_000, validation_alias=_env("CHAT_BATCH_SIZE"))
     flush_interval_ms: int = Field(250, ge=1, le=60_000, validation_alias=_env("CHAT_FLUSH_INTERVAL_MS"))
     queue_size: int = Field(100_000, ge=100, validation_alias=_env("CHAT_QUEUE_SIZE"))
-    # A message committed later than this after it was read from the socket counts as late.
+    # A message that waits longer than this in the reader's buffer, or from there to its commit, is late.
     late_after: Duration = Field(timedelta(seconds=5), validation_alias=_env("CHAT_LATE_AFTER"))
 
     irc_host: str = Field("irc.chat.twitch.tv", validation_alias=_env("TWITCH_IRC_HOST"))
