@@ -16,6 +16,8 @@ import pytest
 from reelhouse.core.db.engine import create_engine
 from reelhouse.core.db.migrate import run_migrations
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))
 

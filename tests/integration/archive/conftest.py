@@ -27,7 +27,6 @@ from reelhouse.config import Settings  # noqa: E402
 from reelhouse.core.jobs.scheduler import Scheduler  # noqa: E402
 from reelhouse.core.jobs.worker import Worker, WorkerOptions  # noqa: E402
 from reelhouse.core.runtime import build_runtime  # noqa: E402
-from tests.fakes.helix import FakeTwitch  # noqa: E402
 from tests.fakes.hls_origin import HlsOrigin, generate_hls  # noqa: E402
 from tests.fakes.server import ServedApp, serve  # noqa: E402
 from tests.fakes.youtube import FakeYouTube  # noqa: E402
@@ -57,28 +56,6 @@ def origin() -> HlsOrigin:
 @pytest.fixture
 def origin_server(origin: HlsOrigin) -> Iterator[ServedApp]:
     with serve(origin) as served:
-        yield served
-
-
-@pytest.fixture
-def twitch() -> FakeTwitch:
-    return FakeTwitch()
-
-
-@pytest.fixture
-def twitch_server(twitch: FakeTwitch) -> Iterator[ServedApp]:
-    with serve(twitch.app) as served:
-        yield served
-
-
-@pytest.fixture
-def youtube(tmp_path: Path) -> FakeYouTube:
-    return FakeYouTube(storage_dir=tmp_path / "youtube")
-
-
-@pytest.fixture
-def youtube_server(youtube: FakeYouTube) -> Iterator[ServedApp]:
-    with serve(youtube.app) as served:
         yield served
 
 

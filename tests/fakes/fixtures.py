@@ -1,22 +1,16 @@
-"""Fake Twitch and YouTube servers on real sockets for the provider client tests."""
+"""Pytest fixtures that serve the Twitch and YouTube fakes on loopback (loaded by the root
+conftest, so every test folder uses the same ones)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# `tests.fakes` is imported as a package from the repository root; pytest only puts the
-# conftest directories on sys.path (no `pythonpath` setting in pyproject).
-_REPO_ROOT = str(Path(__file__).resolve().parents[3])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.fakes.helix import FakeTwitch  # noqa: E402
-from tests.fakes.server import ServedApp, serve  # noqa: E402
-from tests.fakes.youtube import FakeYouTube  # noqa: E402
+from tests.fakes.helix import FakeTwitch
+from tests.fakes.server import ServedApp, serve
+from tests.fakes.youtube import FakeYouTube
 
 
 @pytest.fixture
