@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from reelhouse.core.db.engine import create_engine
 from reelhouse.core.db.models import tasks
@@ -79,8 +79,12 @@ async def test_eight_workers_drain_5000_tasks_exactly_once(db_url):
     procs = [start_worker(db_url, f"w{i}") for i in range(8)]
     try:
         await wait_until(lambda: _all_done(engine, 5000), timeout=240, message="5000 tasks succeeded")
-    finally:
+    except AssertionError:
+        # Show what the workers said: a stall here is an engine bug worth reading about.
         errors = stop_all(procs)
+        done = await count(engine, "SELECT COUNT(*) FROM tasks WHERE status = 'succeeded'")
+        raise AssertionError(f"{done} of 5000 succeeded; worker errors: {[e[-1500:] for e in errors]}") from None
+    errors = stop_all(procs)
     assert errors == [], errors[0][-2000:] if errors else ""
     assert await count(engine, "SELECT COUNT(*) FROM execution_log") == 5000
     assert await count(engine, "SELECT COUNT(DISTINCT task_id) FROM execution_log") == 5000

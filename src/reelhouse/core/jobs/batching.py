@@ -8,8 +8,12 @@ few larger ones without delaying an idle worker.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+log = logging.getLogger("reelhouse.worker")
+RETRIES = 8  # about 6 s of retrying before the runs are given up to lease expiry
 
 Flush = Callable[[dict[int, Any]], Awaitable[set[int]]]
 
@@ -33,7 +37,7 @@ class CompletionBatcher:
         while self._pending:
             batch, self._pending = self._pending, {}
             try:
-                written = await self._flush({task_id: result for task_id, (result, _) in batch.items()})
+                written = await self._flush_with_retries({task_id: r for task_id, (r, _) in batch.items()})
             except Exception as exc:  # the callers decide (their tasks' leases expire and rerun)
                 for _, future in batch.values():
                     if not future.done():
@@ -42,3 +46,21 @@ class CompletionBatcher:
             for task_id, (_, future) in batch.items():
                 if not future.done():
                     future.set_result(task_id in written)
+
+    async def _flush_with_retries(self, results: dict[int, Any]) -> set[int]:
+        """A finished run must not be lost to a passing database error (deadlock victim, a
+        restart, a full connection table): that would rerun work that is already done. The
+        write is a compare-and-set on our lease, so repeating it is safe."""
+        delay = 0.05
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return await self._flush(results)
+            except Exception as exc:
+                if attempt == RETRIES:
+                    raise
+                log.warning("writing %d completions failed (attempt %d), retrying: %s",
+                            len(results), attempt, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                            extra={"component": "worker"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")

@@ -223,10 +223,16 @@ class TaskQueue:
                 )
                 claimed = [ClaimedTask(*row) for row in result.all()]
                 if claimed:
+                    job_ids = sorted({t.job_id for t in claimed})
+                    if self.postgres:
+                        # Lock job rows in id order, as refresh_jobs does: an UPDATE ... IN (...)
+                        # visits rows in physical order, which deadlocks against a completion
+                        # locking the same jobs in id order.
+                        await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids))
+                                           .order_by(jobs.c.id).with_for_update())
                     await conn.execute(
                         update(jobs)
-                        .where(jobs.c.id.in_(sorted({t.job_id for t in claimed})),
-                               jobs.c.status == states.JOB_QUEUED)
+                        .where(jobs.c.id.in_(job_ids), jobs.c.status == states.JOB_QUEUED)
                         .values(status=states.JOB_PROCESSING, updated_at=now)
                     )
                 return sorted(claimed, key=lambda t: t.id)
