@@ -9,7 +9,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -86,8 +85,8 @@ chat_messages = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("channel", String(64), nullable=False, server_default=""),
-    Column("vod_id", String(64), ForeignKey("vods.twitch_vod_id", onupdate="CASCADE", ondelete="CASCADE"),
-           nullable=False),
+    # vods.twitch_vod_id, deliberately without a FOREIGN KEY: see migration a0002_chat_vod_fk.
+    Column("vod_id", String(64), nullable=False),
     Column("message_id", String(64), nullable=False),  # Twitch's `id` tag; reconnect duplicates dropped
     Column("kind", String(16), nullable=False, server_default="message"),  # message|notice|clearchat|clearmsg
     Column("timestamp", UtcDateTime, nullable=False),  # absolute (tmi-sent-ts)

@@ -12,11 +12,11 @@ The runbooks' curl commands are made as HTTP calls.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 from reelhouse.archive import pipeline
-from reelhouse.archive.models import vods
+from reelhouse.archive.models import chat_messages, vods
 from reelhouse.core.db.models import jobs
 
 from tests.integration.archive_api.conftest import BASE_DATE, add_vod, admin, days
@@ -97,6 +97,10 @@ FOREIGN_KEYS_001 = """
    FROM pg_constraint
    WHERE contype = 'f';
 """
+ORPHAN_CHAT = """
+SELECT c.vod_id, COUNT(*) FROM chat_messages c LEFT JOIN vods v ON v.twitch_vod_id = c.vod_id
+  WHERE v.twitch_vod_id IS NULL GROUP BY c.vod_id;
+"""
 REPROCESS_RECENT_001 = """
      UPDATE vods 
      SET processed=false, processing_error=NULL 
@@ -152,7 +156,13 @@ async def test_vod_runbook_sql(engine, postgres, client):
     assert [r[0] for r in archivable] == ["1005"]
     if postgres:
         constraints = {r[0] for r in await run_sql(engine, FOREIGN_KEYS_001)}
-        assert any("chat_messages" in name for name in constraints)
+        assert "fk_tasks_job_id_jobs" in constraints
+    # chat_messages.vod_id is not a foreign key (docs/OPERATIONS.md): the documented orphan check.
+    assert await run_sql(engine, ORPHAN_CHAT) == []
+    async with engine.begin() as conn:
+        await conn.execute(insert(chat_messages).values(
+            channel="c", vod_id="gone", message_id="m1", kind="message", timestamp=BASE_DATE, rel_timestamp=0.0))
+    assert await run_sql(engine, ORPHAN_CHAT) == [("gone", 1)]
 
     # Force a reprocess (seed 000). As written it only works where booleans are integers.
     if postgres:

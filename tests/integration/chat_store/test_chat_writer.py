@@ -103,8 +103,9 @@ async def test_rows_the_database_refuses_do_not_sink_their_batch(engine):
     before = sample_metric(metrics.MESSAGES_DROPPED.labels("invalid"))
     async with ChatWriter(engine, batch_size=50, flush_interval=0.05) as writer:
         for index in range(40):
-            # Every tenth row points at a VOD that does not exist (foreign key).
-            writer.submit(sample_row("v1" if index % 10 else "missing", index))
+            row = sample_row("v1", index)
+            # Every tenth row has no VOD (NOT NULL): a row no retry can make the database take.
+            writer.submit(row if index % 10 else (row[0], None, *row[2:]))
         # PostgreSQL refuses NUL in text; chat text is user input, so the row builder strips it.
         writer.submit(build_row(parse_event(
             "@id=nul-1;tmi-sent-ts=1714586400000 :x!x@x.tmi.twitch.tv PRIVMSG #dallas :nul\x00byte"), "v1", 0.0))

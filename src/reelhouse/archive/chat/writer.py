@@ -10,7 +10,7 @@ the only honest choice when a database stays slower than chat for longer than th
 PostgreSQL: COPY (binary, asyncpg) straight into chat_messages; a batch that holds an id already
 stored fails as a whole on the unique index and is then COPYed into a per-connection temp table
 and merged with `INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING`, so duplicates
-(a reconnect replay, a second recorder) are dropped without paying for the merge every time. SQLite: one `INSERT OR IGNORE` executemany per batch in one
+(a reconnect replay, a second recorder) are dropped without paying for the merge every time. SQLite: one `INSERT ... ON CONFLICT DO NOTHING` executemany per batch in one
 write transaction. Either way a batch is one transaction: all of it or none of it.
 """
 
@@ -46,7 +46,10 @@ _TS = COLUMNS.index("timestamp")
 _CHANNEL = COLUMNS.index("channel")
 _QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)
 
-_SQLITE_INSERT = f"INSERT OR IGNORE INTO chat_messages ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))})"
+# ON CONFLICT (message_id), not OR IGNORE: OR IGNORE would also skip rows breaking NOT NULL,
+# silently, where they must be isolated and counted as rejected.
+_SQLITE_INSERT = (f"INSERT INTO chat_messages ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                  "ON CONFLICT (message_id) DO NOTHING")
 _SQLITE_GAP = "INSERT INTO chat_gaps (channel, vod_id, started_at, ended_at, reason) VALUES (?, ?, ?, ?, ?)"
 
 _PG_STAGING = "chat_staging"
