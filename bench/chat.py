@@ -49,7 +49,7 @@ from reelhouse.archive.chat.writer import (  # noqa: E402
     sqlite_timestamp,
 )
 from reelhouse.archive.twitch.irc_client import TwitchChatClient  # noqa: E402
-from reelhouse.archive.twitch.irc_message import ChatMessage  # noqa: E402
+from reelhouse.archive.twitch.chat_events import ChatMessage  # noqa: E402
 from reelhouse.core.db.engine import create_engine  # noqa: E402
 from reelhouse.core.db.migrate import run_migrations  # noqa: E402
 from tests.integration.chat_store.irc_process import IrcServerProcess  # noqa: E402

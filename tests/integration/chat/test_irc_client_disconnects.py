@@ -8,7 +8,7 @@ import random
 from datetime import timedelta
 
 from reelhouse.archive.twitch.irc_client import BackoffPolicy, Gap
-from reelhouse.archive.twitch.irc_message import ChatMessage
+from reelhouse.archive.twitch.chat_events import ChatMessage
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
 
 CHANNELS = ["alpha", "beta", "gamma"]

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reelhouse.archive.twitch.irc_client import TwitchChatClient
-from reelhouse.archive.twitch.irc_message import ChatMessage, Notice, RoomState
+from reelhouse.archive.twitch.chat_events import ChatMessage, Notice, RoomState
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
 
 CAP_LINE = "CAP REQ :twitch.tv/tags twitch.tv/commands"

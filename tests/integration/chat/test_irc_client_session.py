@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from reelhouse.archive.twitch.irc_client import BackoffPolicy, Gap
-from reelhouse.archive.twitch.irc_message import (
+from reelhouse.archive.twitch.chat_events import (
     ChatMessage,
     ClearChat,
     ClearMsg,
-    IrcMessage,
     Notice,
     RoomState,
     UserNotice,
 )
+from reelhouse.archive.twitch.irc_message import IrcMessage
 from tests.fakes.twitch_irc import load_corpus
 
 

@@ -78,7 +78,7 @@ async def seed_chat(engine, vod_id: str, rels: list[float], *, channel: str = "d
     returns their message ids in order."""
     from reelhouse.archive.chat.rows import build_row
     from reelhouse.archive.chat.writer import ChatWriter
-    from reelhouse.archive.twitch.irc_message import parse_event
+    from reelhouse.archive.twitch.chat_events import parse_event
 
     await make_vod(engine, vod_id, channel=channel, started_at=started_at)
     ids = []

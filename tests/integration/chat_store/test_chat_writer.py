@@ -17,7 +17,7 @@ from reelhouse.archive.chat.recorder import ChatRecorder
 from reelhouse.archive.chat.rows import build_row
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
 from reelhouse.archive.models import chat_gaps, chat_messages
-from reelhouse.archive.twitch.irc_message import parse_event
+from reelhouse.archive.twitch.chat_events import parse_event
 from reelhouse.core.db.engine import write_connection
 from tests.fakes.twitch_irc import load_corpus
 from tests.integration.chat_store.conftest import T0, count_gaps, count_messages, make_vod, wait_for

@@ -7,22 +7,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reelhouse.archive.twitch.irc_message import (
+from reelhouse.archive.twitch.chat_events import (
     Badge,
     ChatMessage,
     ClearChat,
     ClearMsg,
     EmotePosition,
-    IrcMessage,
     Notice,
     Ping,
     Reconnect,
     RoomState,
     UserNotice,
-    format_line,
     parse_event,
-    parse_line,
 )
+from reelhouse.archive.twitch.irc_message import IrcMessage, format_line, parse_line
 from tests.fakes.twitch_irc import load_corpus
 
 CORPUS = load_corpus()

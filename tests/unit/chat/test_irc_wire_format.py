@@ -6,16 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reelhouse.archive.twitch.chat_events import ChatMessage, parse_event, to_event
 from reelhouse.archive.twitch.irc_message import (
-    ChatMessage,
     IrcMessage,
     IrcParseError,
     escape_tag_value,
     format_line,
-    parse_event,
     parse_line,
     parse_tags,
-    to_event,
     unescape_tag_value,
 )
 

@@ -29,7 +29,7 @@ from reelhouse.archive.chat.rows import RecordableEvent, build_row, event_time
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
 from reelhouse.archive.models import vods
 from reelhouse.archive.twitch.irc_client import Gap, TwitchChatClient
-from reelhouse.archive.twitch.irc_message import ChatMessage, ClearChat, ClearMsg, UserNotice
+from reelhouse.archive.twitch.chat_events import ChatMessage, ClearChat, ClearMsg, UserNotice
 from reelhouse.core.db.engine import is_sqlite
 from reelhouse.core.db.types import utcnow
 
@@ -95,19 +95,20 @@ class ChatRecorder:
     async def run(self) -> None:
         """Consume the client's events until the client is stopped and drained."""
         try:
-            async for event in self.client.events():
-                self.events_seen += 1
-                if self.events_seen % 1000 == 0:
+            async for batch in self.client.event_batches():
+                received = time.monotonic()
+                for event in batch:
+                    if isinstance(event, _RECORDABLE):
+                        self._record(event, received)
+                    elif isinstance(event, Gap):
+                        self._record_gap(event)
+                seen, self.events_seen = self.events_seen, self.events_seen + len(batch)
+                if seen // 1000 != self.events_seen // 1000:
                     self.sync_client_metrics()  # drops/late of the reader show up while they happen
-                if isinstance(event, _RECORDABLE):
-                    self._record(event)
-                elif isinstance(event, Gap):
-                    self._record_gap(event)
         finally:
             self.sync_client_metrics()
 
-    def _record(self, event: RecordableEvent) -> None:
-        received = time.monotonic()
+    def _record(self, event: RecordableEvent, received: float) -> None:
         binding = self._bindings.get(event.channel)
         if binding is None:
             self._keep_pre_roll(event, received)

@@ -11,12 +11,13 @@ The timestamp is the server's `tmi-sent-ts`, not the time we happened to read th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import itemgetter
 from datetime import UTC, datetime
 from typing import Any
 
 from reelhouse.archive.chat.writer import tags_json
-from reelhouse.archive.twitch.irc_message import ChatMessage, ClearChat, ClearMsg, UserNotice
+from reelhouse.archive.twitch.chat_events import ChatMessage, ClearChat, ClearMsg, UserNotice
 
 KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG = "message", "notice", "clearchat", "clearmsg"
 KINDS = (KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG)
@@ -28,7 +29,13 @@ _NOT_IN_TAGS = frozenset({
     "id", "user-id", "display-name", "color", "badges", "emotes", "bits", "tmi-sent-ts", "login",
     "reply-parent-msg-id", "reply-parent-user-login", "reply-parent-msg-body", "room-id", "client-nonce",
 })
-_TAGS_JSON: dict[tuple[tuple[str, str], ...], str] = {}
+# Per distinct tag-key sequence (a handful per channel): the keys that go to `tags` and a C-level
+# getter for their values. Per distinct (keys, values): the JSON. Most messages carry the same
+# few flags (mod=0, subscriber=1...), so building `tags` is two dict lookups, not a loop over
+# ~16 tags plus a JSON encoding. Both caches are bounded so rare shapes cannot pile up.
+_TAG_PLANS: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Mapping[str, str]], Any] | None]] = {}
+_TAGS_JSON: dict[tuple[tuple[str, ...], Any], str | None] = {}
+_CACHE_MAX = 4096
 
 
 def _clip(value: str | None, length: int) -> str | None:
@@ -42,19 +49,28 @@ def _text(value: str | None) -> str | None:
 
 
 def _extra_tags(tags: Mapping[str, str]) -> str | None:
-    key = tuple([(k, v) for k, v in tags.items() if v and k not in _NOT_IN_TAGS])
-    if not key:
+    keys = tuple(tags)
+    plan = _TAG_PLANS.get(keys)
+    if plan is None:
+        names = tuple(k for k in keys if k not in _NOT_IN_TAGS)
+        plan = (names, itemgetter(*names) if names else None)
+        if len(_TAG_PLANS) >= _CACHE_MAX:
+            _TAG_PLANS.clear()
+        _TAG_PLANS[keys] = plan
+    names, getter = plan
+    if getter is None:
         return None
-    # Most messages carry the same few flags (mod=0, subscriber=1...): encoding each distinct
-    # set once is most of the cost of building a row. Bounded, so rare sets cannot pile up.
-    encoded = _TAGS_JSON.get(key)
-    if encoded is None:
-        encoded = tags_json(dict(key))
-        if "\\u0000" in encoded:
-            encoded = encoded.replace("\\u0000", "")
-        if len(_TAGS_JSON) >= 4096:
-            _TAGS_JSON.clear()
-        _TAGS_JSON[key] = encoded
+    cache_key = (names, getter(tags))  # a tuple of values, or the value when there is one name
+    try:
+        return _TAGS_JSON[cache_key]
+    except KeyError:
+        pass
+    values = cache_key[1] if len(names) > 1 else (cache_key[1],)
+    present = {k: v for k, v in zip(names, values, strict=True) if v}
+    encoded = tags_json(present).replace("\\u0000", "") if present else None
+    if len(_TAGS_JSON) >= _CACHE_MAX:
+        _TAGS_JSON.clear()
+    _TAGS_JSON[cache_key] = encoded
     return encoded
 
 
@@ -75,14 +91,17 @@ def build_row(event: RecordableEvent, vod_id: str, vod_start: float, received_at
     rel = ts.timestamp() - vod_start
     tags = event.tags
     channel = event.channel
-    if isinstance(event, ChatMessage):
-        message_id = event.message_id or synthetic_id(channel, event.login, tags.get("tmi-sent-ts"), event.text)
+    if type(event) is ChatMessage:
+        # The hot path (busy chat is nearly all PRIVMSG): tags read directly, not through the
+        # event's properties.
+        get = tags.get
+        message_id = get("id") or synthetic_id(channel, event.login, get("tmi-sent-ts"), event.text)
         return (
-            channel, vod_id, _clip(message_id, 64), KIND_MESSAGE, ts, rel, _clip(event.user_id, 32),
-            _clip(event.login, 64), _clip(event.display_name, 64), _text(event.text),
-            tags.get("badges") or None, tags.get("emotes") or None, _clip(event.color, 16), event.bits or None,
-            _clip(event.reply_parent_msg_id, 64), _clip(event.reply_parent_user_login, 64),
-            _text(event.reply_parent_msg_body), _extra_tags(tags),
+            channel, vod_id, _clip(message_id, 64), KIND_MESSAGE, ts, rel, _clip(get("user-id") or None, 32),
+            _clip(event.login, 64), _clip(get("display-name") or None, 64), _text(event.text),
+            get("badges") or None, get("emotes") or None, _clip(get("color") or None, 16), event.bits or None,
+            _clip(get("reply-parent-msg-id") or None, 64), _clip(get("reply-parent-user-login") or None, 64),
+            _text(get("reply-parent-msg-body")), _extra_tags(tags),
         )
     if isinstance(event, UserNotice):
         message_id = event.message_id or synthetic_id(channel, "notice", tags.get("tmi-sent-ts"), event.kind, event.login)

@@ -28,15 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
-from reelhouse.archive.twitch.irc_message import (
-    IrcMessage,
-    IrcParseError,
-    TwitchEvent,
-    format_line,
-    parse_line,
-    tmi_sent_time,
-    to_event,
-)
+from reelhouse.archive.twitch.chat_events import TwitchEvent, chat_message_from_line, tmi_sent_time, to_event
+from reelhouse.archive.twitch.irc_message import IrcMessage, IrcParseError, format_line, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +44,7 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without space
 _PROTOCOL_COMMANDS = frozenset({"PING", "PONG", "CAP", "JOIN", "PART", "RECONNECT"})
 _AUTH_FAILURE_NOTICES = ("login authentication failed", "improperly formatted auth", "login unsuccessful")
 _MAX_LINE_BYTES = 1 << 16  # Twitch lines stay far below this (tags are capped at 8 KiB)
+_READ_SIZE = 1 << 16
 
 TokenProvider = Callable[[], Awaitable[str | None]]
 
@@ -129,21 +123,33 @@ class _EventBuffer:
         self._readable = asyncio.Event()
         self._closed = False
 
-    def offer(self, event: ChatEvent, *, always: bool = False) -> bool:
+    def offer(self, event: ChatEvent, arrived: float, *, always: bool = False) -> bool:
+        """`arrived`: time.monotonic() when the data holding the event was read."""
         if self._closed or (not always and len(self._items) >= self._capacity):
             return False
-        self._items.append((time.monotonic(), event))
+        self._items.append((arrived, event))
         self._readable.set()
+        return True
+
+    async def _wait(self) -> bool:
+        while not self._items:
+            if self._closed:
+                return False
+            self._readable.clear()
+            await self._readable.wait()
         return True
 
     async def take(self) -> tuple[float, ChatEvent] | None:
         """Oldest event with its arrival time; None once closed and drained."""
-        while not self._items:
-            if self._closed:
-                return None
-            self._readable.clear()
-            await self._readable.wait()
-        return self._items.popleft()
+        return self._items.popleft() if await self._wait() else None
+
+    async def take_all(self) -> list[tuple[float, ChatEvent]]:
+        """Every buffered event (at least one) with its arrival time; [] once closed and drained."""
+        if not await self._wait():
+            return []
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def close(self) -> None:
         self._closed = True
@@ -167,6 +173,8 @@ class _Session:
     last_traffic: datetime
     last_server_time: datetime | None = None
     established_at: float | None = None
+    partial: bytes = b""  # the start of a line whose end has not arrived yet
+    arrived: float = 0.0  # time.monotonic() of the last read
     joined: set[str] = field(default_factory=set)
 
 
@@ -283,6 +291,16 @@ class TwitchChatClient:
             self.stats.events_delivered += 1
             yield event
 
+    async def event_batches(self) -> AsyncIterator[list[ChatEvent]]:
+        """Like events(), but everything that is waiting at once, in arrival order: at high
+        rates a consumer then pays its per-wakeup cost once per read, not once per message."""
+        while items := await self._buffer.take_all():
+            now = time.monotonic()
+            if now - items[0][0] > self._late_after:  # oldest first: only then can any be late
+                self.stats.late += sum(1 for arrived, _ in items if now - arrived > self._late_after)
+            self.stats.events_delivered += len(items)
+            yield [event for _, event in items]
+
     async def wait_until_joined(self, timeout: float | None = None) -> None:
         """Wait until the current connection has joined every channel."""
         async with asyncio.timeout(timeout):
@@ -361,14 +379,26 @@ class TwitchChatClient:
         join_task: asyncio.Task[None] | None = None
         try:
             while True:
-                msg = await self._read_message(session)
-                if msg is None:
-                    continue
-                if msg.command == "001" and session.established_at is None:
-                    session.established_at = time.monotonic()
-                    join_task = asyncio.create_task(self._send_joins(session))
-                    self._update_all_joined()  # nothing to join counts as all joined
-                self._handle(session, msg)
+                newest: datetime | None = None  # server time of the last stamped line
+                for raw in await self._read_lines(session):
+                    line = raw.decode("utf-8", errors="replace")
+                    chat = chat_message_from_line(line)  # most lines: a plain PRIVMSG
+                    if chat is not None:
+                        newest = chat.sent_at or newest
+                        self._deliver(chat)
+                        continue
+                    msg = self._parse(line)
+                    if msg is None:
+                        continue
+                    if "tmi-sent-ts" in msg.tags:
+                        newest = tmi_sent_time(msg.tags) or newest
+                    if msg.command == "001" and session.established_at is None:
+                        session.established_at = time.monotonic()
+                        join_task = asyncio.create_task(self._send_joins(session))
+                        self._update_all_joined()  # nothing to join counts as all joined
+                    self._handle(session, msg)
+                if newest is not None:
+                    session.last_server_time = newest  # where a gap would start
         finally:
             if join_task is not None:
                 join_task.cancel()
@@ -393,9 +423,11 @@ class TwitchChatClient:
             batch = ",".join(f"#{c}" for c in pending[start:start + self._join_batch_size])
             self._send(session, format_line("JOIN", batch))
 
-    async def _read_message(self, session: _Session) -> IrcMessage | None:
-        """Next parsed line; probes an idle connection with PING and gives up when the probe
-        goes unanswered. Returns None for lines that do not parse."""
+    async def _read_lines(self, session: _Session) -> list[bytes]:
+        """The complete lines of the next read (at least one). Reads whatever has arrived, up to
+        64 KiB, instead of a line at a time: at chat's peak rates the per-read cost (a wakeup, a
+        timeout) is then paid per few hundred lines. Probes an idle connection with PING and
+        gives up when the probe goes unanswered."""
         if session.established_at is None:
             timeout, probing = self._connect_timeout, True  # no welcome in time: retry elsewhere
         else:
@@ -403,29 +435,36 @@ class TwitchChatClient:
         while True:
             try:
                 async with asyncio.timeout(timeout):
-                    raw = await session.reader.readline()
-                break
-            except ValueError:  # StreamReader's limit: no sane Twitch line is this long
-                raise _SessionLost(f"line longer than {_MAX_LINE_BYTES} bytes") from None
+                    data = await session.reader.read(_READ_SIZE)
             except TimeoutError:
                 if probing:
                     raise _SessionLost(f"no traffic for {timeout:g}s and no reply to PING") from None
                 self._send(session, format_line("PING", trailing="tmi.twitch.tv"))
                 timeout, probing = self._pong_timeout, True
-        if not raw.endswith(b"\n"):
-            # EOF; a partial last line was cut mid-transfer and is not a message.
-            raise _SessionLost("connection closed by server")
-        session.last_traffic = self._clock()
-        self.stats.lines_received += 1
+                continue
+            if not data:
+                # EOF; a partial last line was cut mid-transfer and is not a message.
+                raise _SessionLost("connection closed by server")
+            session.arrived = time.monotonic()
+            session.last_traffic = self._clock()
+            buffer = session.partial + data if session.partial else data
+            lines = buffer.split(b"\n")
+            session.partial = lines.pop()
+            if len(buffer) > _MAX_LINE_BYTES and max([len(session.partial), *map(len, lines)]) > _MAX_LINE_BYTES:
+                # Past this no sane Twitch line goes; the stream cannot be trusted: start over.
+                raise _SessionLost(f"line longer than {_MAX_LINE_BYTES} bytes")
+            if lines:
+                self.stats.lines_received += len(lines)
+                return lines
+            timeout, probing = self._idle_timeout, False  # traffic came, the line is still going
+
+    def _parse(self, line: str) -> IrcMessage | None:
         try:
-            msg = parse_line(raw)
+            return parse_line(line)
         except IrcParseError as exc:
             self.stats.parse_errors += 1
-            log.debug("unparseable chat line (%s): %r", exc, raw[:200])
+            log.debug("unparseable chat line (%s): %r", exc, line[:200])
             return None
-        if "tmi-sent-ts" in msg.tags:
-            session.last_server_time = tmi_sent_time(msg.tags) or session.last_server_time
-        return msg
 
     def _handle(self, session: _Session, msg: IrcMessage) -> None:
         command = msg.command
@@ -457,7 +496,8 @@ class TwitchChatClient:
     # --- events --------------------------------------------------------------------------
 
     def _deliver(self, event: ChatEvent) -> None:
-        if not self._buffer.offer(event):
+        arrived = self._session.arrived if self._session is not None else time.monotonic()
+        if not self._buffer.offer(event, arrived):
             self.stats.dropped += 1
 
     def _close_gap(self, channel: str, *, suffix: str = "") -> None:
@@ -466,7 +506,7 @@ class TwitchChatClient:
             started_at, reason = opened
             gap = Gap(channel=channel, started_at=started_at, ended_at=self._clock(), reason=reason + suffix)
             log.info("chat gap in #%s: %.1fs (%s)", channel, gap.duration.total_seconds(), gap.reason)
-            self._buffer.offer(gap, always=True)
+            self._buffer.offer(gap, time.monotonic(), always=True)
 
     def _update_all_joined(self) -> None:
         if self._session is not None and self._channels <= self._session.joined:
