@@ -50,8 +50,10 @@ from reelhouse.archive.chat.writer import (  # noqa: E402
 )
 from reelhouse.archive.twitch.irc_client import TwitchChatClient  # noqa: E402
 from reelhouse.archive.twitch.chat_events import ChatMessage  # noqa: E402
+from reelhouse.config import Settings  # noqa: E402
 from reelhouse.core.db.engine import create_engine  # noqa: E402
 from reelhouse.core.db.migrate import run_migrations  # noqa: E402
+from reelhouse.core.memory import tune_garbage_collector  # noqa: E402
 from tests.integration.chat_store.irc_process import IrcServerProcess  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -234,6 +236,7 @@ def header(args: argparse.Namespace, server_version: str) -> str:
         ("Python / PostgreSQL / SQLite", f"{platform.python_version()} / {server_version} / "
                                          f"{__import__('sqlite3').sqlite_version}"),
         ("asyncpg / aiosqlite / SQLAlchemy", " / ".join(version(p) for p in ("asyncpg", "aiosqlite", "sqlalchemy"))),
+        ("GC", f"generation-0 threshold {__import__('gc').get_threshold()[0]} (GC_GEN0_THRESHOLD, as `serve`)"),
         ("Machine", f"{platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f} at start"),
         ("Messages", f"{args.messages:,} PRIVMSGs over {len(CHANNELS)} channels (per-row: first {args.per_row:,}); "
                      f"median of {args.repeat} rounds"),
@@ -276,6 +279,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.messages, args.per_row, args.repeat = 20_000, 2_000, 1
+    # The collector settings `reelhouse serve` runs with (GC_GEN0_THRESHOLD, core/memory.py),
+    # for every way measured here alike.
+    tune_garbage_collector(Settings().server.gc_gen0_threshold)
     asyncio.run(bench(args))
 
 

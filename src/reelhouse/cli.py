@@ -79,9 +79,13 @@ def serve(host: Optional[str] = typer.Option(None, help="Override HTTP_ADDR's ho
 
     from reelhouse.app import create_app
 
+    from reelhouse.core.memory import tune_garbage_collector
+
     settings = load_settings()
     bind_host, bind_port = settings.server.bind
-    uvicorn.run(create_app(settings), host=host or bind_host, port=port or bind_port,
+    application = create_app(settings)
+    tune_garbage_collector(settings.server.gc_gen0_threshold)  # the process is set up: see memory.py
+    uvicorn.run(application, host=host or bind_host, port=port or bind_port,
                 log_config=None, timeout_graceful_shutdown=int(settings.jobs.shutdown_grace.total_seconds()))
 
 
@@ -90,6 +94,7 @@ def worker(concurrency: Optional[int] = typer.Option(None, help="Override WORKER
     """Run a worker alone: claims tasks from the database until SIGTERM."""
     from reelhouse.app import worker_options
     from reelhouse.core.jobs.worker import Worker
+    from reelhouse.core.memory import tune_garbage_collector
     from reelhouse.core.media.hw import detect_capabilities
 
     async def run(runtime) -> None:
@@ -98,6 +103,7 @@ def worker(concurrency: Optional[int] = typer.Option(None, help="Override WORKER
         if concurrency:
             options.concurrency = concurrency
         instance = Worker(runtime.engine, runtime.registry, options)
+        tune_garbage_collector(runtime.settings.server.gc_gen0_threshold)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, instance.request_stop)

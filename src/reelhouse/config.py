@@ -78,6 +78,7 @@ class ServerSettings(_Section):
     cors_allowed_origins: CommaList = Field(default_factory=list, validation_alias=_env("CORS_ALLOWED_ORIGINS"))
     public_base_url: str = Field("", validation_alias=_env("PUBLIC_BASE_URL"))
     embedded_worker: bool = Field(True, validation_alias=_env("EMBEDDED_WORKER"))
+    gc_gen0_threshold: int = Field(50_000, ge=0, validation_alias=_env("GC_GEN0_THRESHOLD"))
 
     @property
     def bind(self) -> tuple[str, int]:

@@ -3,7 +3,11 @@ batches, so the IRC reader never waits for the database (vod-tender ran one INSE
 inside the IRC callback, reference §12.2).
 
 A batch is written when it holds `batch_size` rows or `flush_interval` seconds after its first
-row arrived, whichever comes first, so a crash loses at most that window. `submit` never waits:
+row arrived, whichever comes first, so a crash loses at most that window. A batch takes every
+row waiting, up to `max_batch_size` (10x batch_size by default): when chat comes in faster than
+the database takes it, batches grow and the per-transaction costs (a commit's WAL flush, a
+round trip) are paid less often, which is what lets the writer catch up; at ordinary rates
+batches stay small and rows reach the table within `flush_interval`. `submit` never waits:
 when the queue is full the row is dropped and counted (`chat_messages_dropped_total`), which is
 the only honest choice when a database stays slower than chat for longer than the queue lasts.
 
@@ -108,6 +112,7 @@ class ChatWriter:
         engine: AsyncEngine,
         *,
         batch_size: int = 1000,
+        max_batch_size: int | None = None,
         flush_interval: float = 0.25,
         queue_size: int = 100_000,
         late_after: float = 5.0,
@@ -116,6 +121,7 @@ class ChatWriter:
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.max_batch_size = max(batch_size, max_batch_size or 10 * batch_size)
         self.flush_interval = flush_interval
         self.queue_size = queue_size
         self.late_after = late_after
@@ -226,7 +232,7 @@ class ChatWriter:
                     await self._wakeup.wait()
             except TimeoutError:
                 break
-        count = min(self.batch_size, len(self._rows))
+        count = min(self.max_batch_size, len(self._rows))
         batch = [self._rows.popleft() for _ in range(count)]
         gaps, self._gaps = self._gaps, []
         return batch, gaps
