@@ -157,6 +157,36 @@ async def test_sse_at_speed_10_is_paced_and_resumes_after_last_event_id(engine, 
     assert [e[2]["message_id"] for e in resumed.events] == ids[position + 1:position + 6]
 
 
+# One backend: the minute of pacing is the HTTP layer's, and the queries behind it run on both
+# backends in the tests above.
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_sse_streams_the_whole_minute_at_speed_10_then_resumes(engine, server):
+    """The acceptance as written: 10 minutes of chat at speed 10 is one minute of streaming on
+    one connection, to the end event; then a reconnect with Last-Event-ID continues at the
+    message after it."""
+    ids = await seed_chat(engine, "v1", SPAN_RELS)
+    started = time.monotonic()
+    arrivals: list[float] = []
+    async with server.stream("GET", "/vods/v1/chat/stream?speed=10") as response:
+        reader = SseReader(response)
+        while (event := await reader.next_event()) is not None and event[1] != "end":
+            arrivals.append(time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    messages = [data for _, name, data in reader.events if name is None]
+    assert [m["message_id"] for m in messages] == ids and reader.events[-1][1] == "end"
+    assert 59.0 <= elapsed < 70.0
+    # Paced all the way: the message at rel r arrives near r / 10 s, none far ahead or behind.
+    lateness = [arrived - m["rel_timestamp"] / 10 for arrived, m in zip(arrivals, messages, strict=False)]
+    assert min(lateness) > -0.5 and max(lateness) < 5.0
+    middle = reader.events[1500][0]
+    async with server.stream("GET", "/vods/v1/chat/stream?speed=10", headers={"Last-Event-ID": middle}) as response:
+        resumed = SseReader(response)
+        for _ in range(5):
+            await resumed.next_event()
+    assert [e[2]["message_id"] for e in resumed.events] == ids[1501:1506]
+
+
 async def test_sse_sends_heartbeats_and_holds_no_connection_while_waiting(engine, server):
     await seed_chat(engine, "v1", [0.0, 2.5])
     async with server.stream("GET", "/vods/v1/chat/stream?speed=1") as response:
