@@ -380,8 +380,7 @@ class TwitchChatClient:
         try:
             while True:
                 newest: datetime | None = None  # server time of the last stamped line
-                for raw in await self._read_lines(session):
-                    line = raw.decode("utf-8", errors="replace")
+                for line in await self._read_lines(session):
                     chat = chat_message_from_line(line)  # most lines: a plain PRIVMSG
                     if chat is not None:
                         newest = chat.sent_at or newest
@@ -423,7 +422,7 @@ class TwitchChatClient:
             batch = ",".join(f"#{c}" for c in pending[start:start + self._join_batch_size])
             self._send(session, format_line("JOIN", batch))
 
-    async def _read_lines(self, session: _Session) -> list[bytes]:
+    async def _read_lines(self, session: _Session) -> list[str]:
         """The complete lines of the next read (at least one). Reads whatever has arrived, up to
         64 KiB, instead of a line at a time: at chat's peak rates the per-read cost (a wakeup, a
         timeout) is then paid per few hundred lines. Probes an idle connection with PING and
@@ -448,8 +447,9 @@ class TwitchChatClient:
             session.arrived = time.monotonic()
             session.last_traffic = self._clock()
             buffer = session.partial + data if session.partial else data
-            lines = buffer.split(b"\n")
-            session.partial = lines.pop()
+            complete, newline, session.partial = buffer.rpartition(b"\n")
+            # One decode for the whole read: a newline byte never sits inside a UTF-8 sequence.
+            lines = complete.decode("utf-8", errors="replace").split("\n") if newline else []
             if len(buffer) > _MAX_LINE_BYTES and max([len(session.partial), *map(len, lines)]) > _MAX_LINE_BYTES:
                 # Past this no sane Twitch line goes; the stream cannot be trusted: start over.
                 raise _SessionLost(f"line longer than {_MAX_LINE_BYTES} bytes")
