@@ -187,8 +187,10 @@ class AutoChat:
 
     async def _reconcile_orphans(self) -> None:
         """Placeholders of streams that ended while no recorder was running."""
-        # The stream ended around its last chat line; the retry window counts from there.
-        last_line = (select(func.max(chat_messages.c.timestamp)).where(chat_messages.c.vod_id == vods.c.twitch_vod_id)
+        # The stream ended around its last chat line; the retry window counts from there. Within
+        # one VOD rel_timestamp orders like timestamp, so idx_chat_vod_rel finds that line.
+        last_line = (select(chat_messages.c.timestamp).where(chat_messages.c.vod_id == vods.c.twitch_vod_id)
+                     .order_by(chat_messages.c.rel_timestamp.desc(), chat_messages.c.id.desc()).limit(1)
                      .scalar_subquery())
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(vods.c.twitch_vod_id, vods.c.channel, vods.c.date,

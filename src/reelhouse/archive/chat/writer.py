@@ -62,7 +62,7 @@ CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} (
     ord integer, channel text, vod_id text, message_id text, kind text, "timestamp" timestamptz,
     rel_timestamp double precision, user_id text, username text, display_name text, message text,
     badges text, emotes text, color text, bits integer, reply_to_id text, reply_to_username text,
-    reply_to_message text, tags jsonb
+    reply_to_message text, tags text
 ) ON COMMIT DELETE ROWS"""
 # ORDER BY ord keeps ids in arrival order: replay breaks rel_timestamp ties by id.
 _PG_MERGE = f"""
