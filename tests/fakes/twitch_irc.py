@@ -99,6 +99,14 @@ class FakeIrcConnection:
             line = line.split(" ", 1)[1]
         self.writer.write(line.encode() + b"\r\n")
 
+    def write_lines(self, lines: list[str]) -> None:
+        """Several lines in one write: a burst costs the fake one send per batch, not per line."""
+        if not lines:
+            return
+        if "twitch.tv/tags" not in self.caps:
+            lines = [line.split(" ", 1)[1] if line.startswith("@") else line for line in lines]
+        self.writer.write(("\r\n".join(lines) + "\r\n").encode())
+
     async def flush_to_peer(self, timeout: float = 5.0) -> None:
         """Wait until asyncio's buffer and the kernel send queue are empty, i.e. the client's
         kernel has acknowledged every byte, so aborting now cannot lose written lines."""

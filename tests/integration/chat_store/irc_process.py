@@ -53,11 +53,14 @@ async def blast(server: FakeTwitchIrcServer, lines: Prepared, lines_per_drain: i
             drop_after = None
         now = datetime.now(UTC)
         live = [c for c in server.live_connections if c.welcomed]
+        outgoing: dict[int, list[str]] = {c.number: [] for c in live}
         for message_id, channel, text, line in lines[start:start + lines_per_drain]:
-            recipients = [c for c in live if channel in c.joined]
-            for conn in recipients:
-                conn.write_line(line)
-            server.sent.append(SentMessage(message_id, channel, text, line, now, tuple(c.number for c in recipients)))
+            recipients = tuple(c.number for c in live if channel in c.joined)
+            for number in recipients:
+                outgoing[number].append(line)
+            server.sent.append(SentMessage(message_id, channel, text, line, now, recipients))
+        for conn in live:
+            conn.write_lines(outgoing[conn.number])  # one send per connection per batch
         for conn in live:
             try:
                 await conn.writer.drain()

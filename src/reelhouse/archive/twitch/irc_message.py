@@ -62,7 +62,7 @@ def parse_tags(raw: str) -> dict[str, str]:
         # so the whole tag section is split in C and zipped; this is the hottest code in chat
         # ingest (a PRIVMSG carries ~16 tags). Anything else takes the general loop below.
         parts = raw.replace(";", "=").split("=")
-        if len(parts) == 2 * raw.count(";") + 2 and "" not in parts[::2]:
+        if len(parts) == 2 * raw.count(";") + 2 and raw[:1] != "=" and ";=" not in raw:  # no empty key
             pairs = iter(parts)
             return dict(zip(pairs, pairs, strict=True))
     tags: dict[str, str] = {}
