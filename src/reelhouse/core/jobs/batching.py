@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("reelhouse.worker")
-RETRIES = 8  # about 6 s of retrying before the runs are given up to lease expiry
 
 Flush = Callable[[dict[int, Any]], Awaitable[set[int]]]
 
 
 class CompletionBatcher:
-    def __init__(self, flush: Flush) -> None:
+    def __init__(self, flush: Flush, *, give_up_after: float = 60.0, max_delay: float = 2.0) -> None:
+        """`give_up_after`: seconds of failed writes before the runs are left to lease expiry.
+        While the writes are retried the runs still count as running, so the worker's
+        heartbeat keeps their leases: nothing reruns as long as we keep trying."""
         self._flush = flush
+        self._give_up_after = give_up_after
+        self._max_delay = max_delay
         self._pending: dict[int, tuple[Any, asyncio.Future[bool]]] = {}
         self._writer: asyncio.Task[None] | None = None
 
@@ -51,16 +56,17 @@ class CompletionBatcher:
         """A finished run must not be lost to a passing database error (deadlock victim, a
         restart, a full connection table): that would rerun work that is already done. The
         write is a compare-and-set on our lease, so repeating it is safe."""
-        delay = 0.05
-        for attempt in range(1, RETRIES + 1):
+        delay, attempt = min(0.05, self._max_delay), 0
+        deadline = time.monotonic() + self._give_up_after
+        while True:
+            attempt += 1
             try:
                 return await self._flush(results)
             except Exception as exc:
-                if attempt == RETRIES:
+                if time.monotonic() + delay > deadline:
                     raise
                 log.warning("writing %d completions failed (attempt %d), retrying: %s",
                             len(results), attempt, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                             extra={"component": "worker"})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+                delay = min(delay * 2, self._max_delay)

@@ -62,7 +62,8 @@ class Worker:
         self._releasing: set[int] = set()
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._completions = CompletionBatcher(lambda results: self.queue.succeed_many(self.id, results))
+        self._completions = CompletionBatcher(lambda results: self.queue.succeed_many(self.id, results),
+                                              give_up_after=max(5.0, options.lease.total_seconds()))
 
     @property
     def id(self) -> str:
