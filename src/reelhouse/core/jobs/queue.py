@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, case, func, literal, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import jobs, tasks
-from reelhouse.core.db.types import utcnow
+from reelhouse.core.db.types import JsonDoc, utcnow
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.jobstate import refresh_job, refresh_jobs
 from reelhouse.core.telemetry.correlation import current_correlation_id
@@ -328,22 +328,25 @@ class TaskQueue:
         if not results:
             return set()
         now = utcnow()
+        # Results go in the same UPDATE as the status. A second UPDATE of a row this transaction
+        # already changed makes PostgreSQL re-check the tasks -> jobs foreign key, which takes a
+        # KEY SHARE lock on the job row in task order, before refresh_jobs locks jobs in id
+        # order: two completions then deadlocked on each other's job rows.
+        with_result = {i: r for i, r in results.items() if r is not None}
+        result = (case({i: literal(r, JsonDoc) for i, r in with_result.items()}, value=tasks.c.id,
+                       else_=null()) if with_result else null())
         async with self.engine.begin() as conn:
             rows = (await conn.execute(
                 update(tasks)
                 .where(tasks.c.id.in_(list(results)), tasks.c.lease_owner == owner,
                        tasks.c.status == states.RUNNING)
                 .values(status=states.SUCCEEDED, progress=1.0, finished_at=now, last_error=None,
-                        error_class=None, lease_owner=None, lease_expires_at=None, updated_at=now)
+                        error_class=None, lease_owner=None, lease_expires_at=None, updated_at=now,
+                        result=result)
                 .returning(tasks.c.id, tasks.c.job_id)
             )).all()
-            done = {row.id for row in rows}
-            with_result = [{"task_id": i, "result": results[i]} for i in done if results[i] is not None]
-            if with_result:
-                await conn.execute(update(tasks).where(tasks.c.id == bindparam("task_id"))
-                                   .values(result=bindparam("result")), with_result)
             await refresh_jobs(conn, {row.job_id for row in rows})
-            return done
+            return {row.id for row in rows}
 
     async def fail_permanently(self, task_id: int, owner: str, reason: str) -> bool:
         return await self._finish(task_id, owner, {
