@@ -17,7 +17,8 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[3])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from reelhouse.archive.twitch.irc_client import BackoffPolicy, ChatEvent, TwitchChatClient  # noqa: E402
+from reelhouse.archive.twitch.chat_delivery import ChatEvent  # noqa: E402
+from reelhouse.archive.twitch.irc_client import BackoffPolicy, TwitchChatClient  # noqa: E402
 from tests.fakes.twitch_irc import FakeTwitchIrcServer  # noqa: E402
 
 # Short enough that reconnects take milliseconds; idle/pong stay long so that keepalive probes

@@ -7,7 +7,8 @@ import asyncio
 import random
 from datetime import timedelta
 
-from reelhouse.archive.twitch.irc_client import BackoffPolicy, Gap
+from reelhouse.archive.twitch.chat_delivery import Gap
+from reelhouse.archive.twitch.irc_client import BackoffPolicy
 from reelhouse.archive.twitch.chat_events import ChatMessage
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
 

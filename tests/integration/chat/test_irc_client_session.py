@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from reelhouse.archive.twitch.irc_client import BackoffPolicy, Gap
+from reelhouse.archive.twitch.chat_delivery import Gap
+from reelhouse.archive.twitch.irc_client import BackoffPolicy
 from reelhouse.archive.twitch.chat_events import (
     ChatMessage,
     ClearChat,

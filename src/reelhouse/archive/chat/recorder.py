@@ -28,7 +28,8 @@ from reelhouse.archive.chat import metrics
 from reelhouse.archive.chat.rows import RecordableEvent, build_row, event_time
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
 from reelhouse.archive.models import vods
-from reelhouse.archive.twitch.irc_client import Gap, TwitchChatClient
+from reelhouse.archive.twitch.chat_delivery import Gap
+from reelhouse.archive.twitch.irc_client import TwitchChatClient
 from reelhouse.archive.twitch.chat_events import ChatMessage, ClearChat, ClearMsg, UserNotice
 from reelhouse.core.db.engine import is_sqlite
 from reelhouse.core.db.types import utcnow

@@ -35,6 +35,11 @@ class EmotePosition(NamedTuple):
     end: int
 
 
+def _tag_view(key: str) -> property:
+    """A read-only attribute that is the tag's value, or None when absent or empty."""
+    return property(lambda self: self.tags.get(key) or None, doc=f"the `{key}` tag")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelEvent:
     """Fields every channel event has: `channel` is the login without '#', `tags` the raw
@@ -57,25 +62,17 @@ class ChatMessage(ChannelEvent):
     is_action: bool
     sent_at: datetime | None
 
-    @property
-    def message_id(self) -> str | None:
-        return self.tags.get("id") or None
+    message_id = _tag_view("id")
+    user_id = _tag_view("user-id")
+    display_name = _tag_view("display-name")
+    color = _tag_view("color")
+    room_id = _tag_view("room-id")
+    reply_parent_msg_id = _tag_view("reply-parent-msg-id")
+    reply_parent_user_login = _tag_view("reply-parent-user-login")
 
     @property
-    def user_id(self) -> str | None:
-        return self.tags.get("user-id") or None
-
-    @property
-    def display_name(self) -> str | None:
-        return self.tags.get("display-name") or None
-
-    @property
-    def color(self) -> str | None:
-        return self.tags.get("color") or None
-
-    @property
-    def room_id(self) -> str | None:
-        return self.tags.get("room-id") or None
+    def reply_parent_msg_body(self) -> str | None:
+        return self.tags.get("reply-parent-msg-body")  # kept as sent, even when empty
 
     @property
     def bits(self) -> int:
@@ -92,18 +89,6 @@ class ChatMessage(ChannelEvent):
     @property
     def emotes(self) -> tuple[EmotePosition, ...]:
         return parse_emotes(self.tags.get("emotes"))
-
-    @property
-    def reply_parent_msg_id(self) -> str | None:
-        return self.tags.get("reply-parent-msg-id") or None
-
-    @property
-    def reply_parent_user_login(self) -> str | None:
-        return self.tags.get("reply-parent-user-login") or None
-
-    @property
-    def reply_parent_msg_body(self) -> str | None:
-        return self.tags.get("reply-parent-msg-body")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
