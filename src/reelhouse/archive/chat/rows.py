@@ -36,6 +36,7 @@ _NOT_IN_TAGS = frozenset({
 _TAG_PLANS: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Mapping[str, str]], Any] | None]] = {}
 _TAGS_JSON: dict[tuple[tuple[str, ...], Any], str | None] = {}
 _CACHE_MAX = 4096
+_UNCACHED: Any = object()  # None is a cached answer (no extra tags)
 
 
 def _clip(value: str | None, length: int) -> str | None:
@@ -61,10 +62,9 @@ def _extra_tags(tags: Mapping[str, str]) -> str | None:
     if getter is None:
         return None
     cache_key = (names, getter(tags))  # a tuple of values, or the value when there is one name
-    try:
-        return _TAGS_JSON[cache_key]
-    except KeyError:
-        pass
+    encoded = _TAGS_JSON.get(cache_key, _UNCACHED)
+    if encoded is not _UNCACHED:
+        return encoded
     values = cache_key[1] if len(names) > 1 else (cache_key[1],)
     present = {k: v for k, v in zip(names, values, strict=True) if v}
     encoded = tags_json(present).replace("\\u0000", "") if present else None
