@@ -78,7 +78,6 @@ def serve(host: Optional[str] = typer.Option(None, help="Override HTTP_ADDR's ho
     import uvicorn
 
     from reelhouse.app import create_app
-
     from reelhouse.core.memory import tune_garbage_collector
 
     settings = load_settings()

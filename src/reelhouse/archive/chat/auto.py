@@ -167,16 +167,17 @@ class AutoChat:
     async def _enqueue_pending(self) -> None:
         """Enqueue reconciliations of ended streams; with the database away they stay pending
         here and the next poll tries again (recording of other streams goes on meanwhile)."""
-        while self._pending:
-            try:
-                # Everything read for the stream is in the database before it can be moved.
-                await self.recorder.writer.flush(timeout=60)
+        if not self._pending:
+            return
+        try:
+            # Everything read for these streams is in the database before it can be moved.
+            await self.recorder.writer.flush(timeout=60)
+            while self._pending:
                 await self.enqueue_reconcile(self._pending[0])
-            except Exception as exc:
-                log.warning("reconciliation of %s not enqueued yet (%s: %s)", self._pending[0].placeholder,
-                            type(exc).__name__, exc, extra={"component": "chat"})
-                return
-            self._pending.pop(0)
+                self._pending.pop(0)
+        except Exception as exc:
+            log.warning("reconciliation of %s not enqueued yet (%s: %s)", self._pending[0].placeholder,
+                        type(exc).__name__, exc, extra={"component": "chat"})
 
     async def enqueue_reconcile(self, request: ReconcileRequest) -> None:
         await TaskQueue(self.engine).enqueue(

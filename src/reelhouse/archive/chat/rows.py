@@ -33,8 +33,8 @@ _NOT_IN_TAGS = frozenset({
 # getter for their values. Per distinct (keys, values): the JSON. Most messages carry the same
 # few flags (mod=0, subscriber=1...), so building `tags` is two dict lookups, not a loop over
 # ~16 tags plus a JSON encoding. Both caches are bounded so rare shapes cannot pile up.
-_TAG_PLANS: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Mapping[str, str]], Any] | None]] = {}
-_TAGS_JSON: dict[tuple[tuple[str, ...], Any], str | None] = {}
+_TAG_PLANS: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Mapping[str, str]], tuple[str, ...]] | None]] = {}
+_TAGS_JSON: dict[tuple[tuple[str, ...], tuple[str, ...]], str | None] = {}
 _CACHE_MAX = 4096
 _UNCACHED: Any = object()  # None is a cached answer (no extra tags)
 
@@ -49,23 +49,31 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "") if value and "\x00" in value else value
 
 
+def _values_of(names: tuple[str, ...]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    """A C-level getter of `names`' values as a tuple (itemgetter of one key returns it bare)."""
+    if len(names) == 1:
+        key = names[0]
+        return lambda tags: (tags[key],)
+    return itemgetter(*names)
+
+
 def _extra_tags(tags: Mapping[str, str]) -> str | None:
     keys = tuple(tags)
     plan = _TAG_PLANS.get(keys)
     if plan is None:
         names = tuple(k for k in keys if k not in _NOT_IN_TAGS)
-        plan = (names, itemgetter(*names) if names else None)
+        plan = (names, _values_of(names) if names else None)
         if len(_TAG_PLANS) >= _CACHE_MAX:
             _TAG_PLANS.clear()
         _TAG_PLANS[keys] = plan
     names, getter = plan
     if getter is None:
         return None
-    cache_key = (names, getter(tags))  # a tuple of values, or the value when there is one name
+    values = getter(tags)
+    cache_key = (names, values)
     encoded = _TAGS_JSON.get(cache_key, _UNCACHED)
     if encoded is not _UNCACHED:
         return encoded
-    values = cache_key[1] if len(names) > 1 else (cache_key[1],)
     present = {k: v for k, v in zip(names, values, strict=True) if v}
     encoded = tags_json(present).replace("\\u0000", "") if present else None
     if len(_TAGS_JSON) >= _CACHE_MAX:

@@ -66,22 +66,13 @@ class EventBuffer:
         self._readable.set()
         return True
 
-    async def _wait(self) -> bool:
-        while not self._items:
-            if self._closed:
-                return False
-            self._readable.clear()
-            await self._readable.wait()
-        return True
-
-    async def take(self) -> tuple[float, ChatEvent] | None:
-        """Oldest event with its arrival time; None once closed and drained."""
-        return self._items.popleft() if await self._wait() else None
-
     async def take_all(self) -> list[tuple[float, ChatEvent]]:
         """Every buffered event (at least one) with its arrival time; [] once closed and drained."""
-        if not await self._wait():
-            return []
+        while not self._items:
+            if self._closed:
+                return []
+            self._readable.clear()
+            await self._readable.wait()
         items = list(self._items)
         self._items.clear()
         return items

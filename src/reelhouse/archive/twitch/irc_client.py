@@ -207,12 +207,9 @@ class TwitchChatClient:
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         """The events in arrival order, for one consumer; ends after stop() once drained."""
-        while (item := await self._buffer.take()) is not None:
-            arrived, event = item
-            if time.monotonic() - arrived > self._late_after:
-                self.stats.late += 1
-            self.stats.events_delivered += 1
-            yield event
+        async for batch in self.event_batches():
+            for event in batch:
+                yield event
 
     async def event_batches(self) -> AsyncIterator[list[ChatEvent]]:
         """Like events(), but everything that is waiting at once, in arrival order: at high

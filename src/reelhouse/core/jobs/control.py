@@ -48,10 +48,11 @@ async def cancel_job(engine: AsyncEngine, job_id: int) -> list[tuple[int, str]]:
     results: list[tuple[int, str]] = []
     handled: set[int] = set()
     while True:
+        query = select(tasks.c.id).where(tasks.c.job_id == job_id, tasks.c.status.in_(_OPEN))
+        if handled:
+            query = query.where(tasks.c.id.notin_(handled))
         async with engine.connect() as conn:
-            ids = (await conn.execute(select(tasks.c.id).where(
-                tasks.c.job_id == job_id, tasks.c.status.in_(_OPEN),
-                tasks.c.id.notin_(handled) if handled else tasks.c.id.isnot(None)))).scalars().all()
+            ids = (await conn.execute(query)).scalars().all()
         if not ids:
             return results
         for task_id in ids:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Float, and_, case, cast, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,6 +32,13 @@ def _status_expression():
     )
 
 
+async def lock_jobs(conn: AsyncConnection, job_ids: Sequence[int]) -> None:
+    """Lock job rows in id order (PostgreSQL; SQLite's writer lock already serializes). Every
+    transaction that writes job rows takes them this way first, so two cannot deadlock."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids)).order_by(jobs.c.id).with_for_update())
+
+
 async def refresh_jobs(conn: AsyncConnection, job_ids: Iterable[int], *, progress_only: bool = False) -> None:
     """Recompute job rows from their tasks inside the caller's transaction.
 
@@ -43,8 +50,7 @@ async def refresh_jobs(conn: AsyncConnection, job_ids: Iterable[int], *, progres
     ids = sorted(set(job_ids))
     if not ids:
         return
-    if conn.dialect.name == "postgresql":
-        await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)).order_by(jobs.c.id).with_for_update())
+    await lock_jobs(conn, ids)
     progress = (select(func.avg(cast(tasks.c.progress, Float))).where(tasks.c.job_id == jobs.c.id)
                 .scalar_subquery())
     now = utcnow()

@@ -21,7 +21,7 @@ from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import jobs, tasks
 from reelhouse.core.db.types import JsonDoc, utcnow
 from reelhouse.core.jobs import states
-from reelhouse.core.jobs.jobstate import refresh_job, refresh_jobs
+from reelhouse.core.jobs.jobstate import lock_jobs, refresh_job, refresh_jobs
 from reelhouse.core.telemetry.correlation import current_correlation_id
 
 
@@ -224,12 +224,8 @@ class TaskQueue:
                 claimed = [ClaimedTask(*row) for row in result.all()]
                 if claimed:
                     job_ids = sorted({t.job_id for t in claimed})
-                    if self.postgres:
-                        # Lock job rows in id order, as refresh_jobs does: an UPDATE ... IN (...)
-                        # visits rows in physical order, which deadlocks against a completion
-                        # locking the same jobs in id order.
-                        await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids))
-                                           .order_by(jobs.c.id).with_for_update())
+                    # An UPDATE ... IN (...) alone would lock in physical order.
+                    await lock_jobs(conn, job_ids)
                     await conn.execute(
                         update(jobs)
                         .where(jobs.c.id.in_(job_ids), jobs.c.status == states.JOB_QUEUED)
