@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from reelhouse.archive.chat.recorder import ensure_vod
+from reelhouse.archive.chat.recorder import ChatRecorder, ensure_vod
+from reelhouse.archive.chat.writer import ChatWriter
 from reelhouse.archive.models import chat_gaps, chat_messages
 from reelhouse.archive.twitch.irc_client import BackoffPolicy, TwitchChatClient
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
@@ -45,6 +46,17 @@ async def make_client(irc_server) -> AsyncIterator[Callable[..., TwitchChatClien
 
 async def make_vod(engine, vod_id: str, channel: str = "dallas", started_at: datetime = T0, **kwargs) -> None:
     await ensure_vod(engine, vod_id, channel=channel, started_at=started_at, **kwargs)
+
+
+async def start_recording(client: TwitchChatClient, writer: ChatWriter, channel: str,
+                          vod_id: str) -> tuple[ChatRecorder, asyncio.Task[None]]:
+    """A recorder binding `channel` to `vod_id`, running with its writer and a joined client."""
+    recorder = ChatRecorder(client, writer)
+    recorder.bind(channel, vod_id, T0)
+    await writer.start()
+    await client.start()
+    await client.wait_until_joined(timeout=5)
+    return recorder, asyncio.create_task(recorder.run())
 
 
 async def scalar(engine, query):

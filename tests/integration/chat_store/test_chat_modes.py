@@ -14,7 +14,6 @@ from sqlalchemy import select, text
 from reelhouse.archive.catalog import insert_videos
 from reelhouse.archive.chat.api import register
 from reelhouse.archive.chat.reconcile import ReconcileRequest, choose_vod, reconcile
-from reelhouse.archive.chat.recorder import ChatRecorder
 from reelhouse.archive.chat.service import run_chat_service
 from reelhouse.archive.chat.settings import ChatSettings
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
@@ -25,7 +24,7 @@ from reelhouse.core.jobs.errors import PermanentError, TransientError
 from reelhouse.core.runtime import build_runtime
 from tests.fakes.helix import FakeTwitch
 from tests.fakes.server import serve
-from tests.integration.chat_store.conftest import T0, count_messages, make_vod, seed_chat, wait_for
+from tests.integration.chat_store.conftest import T0, count_messages, make_vod, seed_chat, start_recording, wait_for
 
 
 def video(vid: str, created_at: datetime, stream_id: str | None = None) -> HelixVideo:
@@ -143,12 +142,7 @@ async def test_metrics_are_moved_by_recording(engine, irc_server, make_client):
         ("chat_messages_late_total", None), ("chat_batch_write_seconds_count", None), ("chat_gaps_total", {"channel": "metricsch"})]}
     client = make_client(["metricsch"])
     writer = ChatWriter(engine, flush_interval=0.05, late_after=0.0)  # every row counts as late
-    recorder = ChatRecorder(client, writer)
-    recorder.bind("metricsch", "v1", T0)
-    await writer.start()
-    await client.start()
-    await client.wait_until_joined(timeout=5)
-    running = asyncio.create_task(recorder.run())
+    _, running = await start_recording(client, writer, "metricsch", "v1")
     for index in range(10):
         await irc_server.send_privmsg("metricsch", f"m{index}")
     await wait_for(lambda: writer.written == 10)

@@ -13,14 +13,13 @@ import pytest
 from sqlalchemy import select, text
 
 from reelhouse.archive.chat import metrics
-from reelhouse.archive.chat.recorder import ChatRecorder
 from reelhouse.archive.chat.rows import build_row
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
 from reelhouse.archive.models import chat_gaps, chat_messages
 from reelhouse.archive.twitch.chat_events import parse_event
 from reelhouse.core.db.engine import write_connection
 from tests.fakes.twitch_irc import load_corpus
-from tests.integration.chat_store.conftest import T0, count_gaps, count_messages, make_vod, wait_for
+from tests.integration.chat_store.conftest import T0, count_gaps, count_messages, make_vod, start_recording, wait_for
 
 
 def sample_row(vod_id: str, index: int, *, channel: str = "dallas", message_id: str | None = None):
@@ -160,12 +159,7 @@ async def test_a_stalled_database_never_stalls_the_socket_reader(engine, irc_ser
     await make_vod(engine, "v1")
     client = make_client(["dallas"], queue_size=5000)
     writer = ChatWriter(engine, batch_size=200, flush_interval=0.05, queue_size=50_000)
-    recorder = ChatRecorder(client, writer)
-    recorder.bind("dallas", "v1", T0)
-    await writer.start()
-    await client.start()
-    await client.wait_until_joined(timeout=5)
-    run = asyncio.create_task(recorder.run())
+    recorder, run = await start_recording(client, writer, "dallas", "v1")
     blocker = await write_connection(engine)
     try:
         await blocker.begin()  # BEGIN IMMEDIATE on SQLite: holds the database's write lock
