@@ -1,8 +1,9 @@
 """The running system's shared parts, and the domain plug-in hook.
 
 Domains (archive, encode, vault) are found through the `reelhouse.domains` entry-point group;
-each exposes `setup(runtime)` that registers its task kinds, periodic tasks, HTTP routers and
-/status contributions. `core` never imports a domain: it only calls what was registered.
+each exposes `setup(runtime)` that registers its task kinds, periodic tasks, HTTP routers,
+browser pages and /status contributions. `core` never imports a domain: it only calls what was
+registered.
 """
 
 from __future__ import annotations
@@ -10,22 +11,55 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib.metadata import entry_points
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.config import Settings
+from reelhouse.core.backup import jobs as backup_jobs
 from reelhouse.core.db.engine import create_engine
+from reelhouse.core.jobs import retention
 from reelhouse.core.jobs.circuit import CircuitBreaker
 from reelhouse.core.jobs.kv import KV
 from reelhouse.core.jobs.registry import TaskRegistry
 from reelhouse.core.jobs.scheduler import PeriodicTask
+from reelhouse.core.jobs.worker import WorkerOptions
+from reelhouse.core.overrides import RuntimeOverrides
+from reelhouse.core.security.audit import bind_master_keys
+from reelhouse.core.security.keys import MasterKeys
 
 log = logging.getLogger("reelhouse.runtime")
 
+C = TypeVar("C")
 StatusProvider = Callable[["Runtime"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class NavLink:
+    """One entry of the web UI's navigation; shown to callers with at least `role`."""
+
+    label: str
+    href: str
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class PageSet:
+    """A domain's browser pages: a router of HTML routes, the folder of its Jinja2 templates
+    (addressed as `<name>/<file>` and extending the shell's `web/layout.html`), an optional
+    folder of static files (served under `/static/<name>/`) and its navigation links, grouped
+    under `title`. The web shell (`reelhouse.web`) mounts them."""
+
+    name: str
+    title: str
+    router: APIRouter
+    templates: Path
+    nav: tuple[NavLink, ...] = ()
+    static: Path | None = None
 
 
 @dataclass
@@ -35,12 +69,65 @@ class Runtime:
     registry: TaskRegistry = field(default_factory=TaskRegistry)
     periodic: list[PeriodicTask] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
+    # Browser pages by domain (`add_pages`), mounted by the web shell with its layout.
+    pages: list[PageSet] = field(default_factory=list)
     status_providers: list[StatusProvider] = field(default_factory=list)
     # Called before each /metrics scrape to set gauges that mirror database state.
-    metric_refreshers: list[Callable[["Runtime"], Awaitable[None]]] = field(default_factory=list)
+    metric_refreshers: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
     # Long-running services (chat recorder...) started by `serve` next to the worker.
-    services: list[Callable[["Runtime", Any], Awaitable[None]]] = field(default_factory=list)
+    services: list[Callable[[Runtime, Any], Awaitable[None]]] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
+    # What an operator should know at start-up (missing credentials...): `serve` logs each once.
+    notes: list[str] = field(default_factory=list)
+    # The services each domain's composition root built, by type: HTTP dependencies
+    # (`core.http.deps.component`) hand them to route handlers. Per runtime, never global.
+    components: dict[type, Any] = field(default_factory=dict)
+    # Settings operators may change at run time (PUT /config); domains register their keys.
+    overrides: RuntimeOverrides = field(init=False)
+    # Job kind -> what a domain adds to its jobs in `GET /v1/jobs[/{id}]` (encode: WebEncode's
+    # source_url and profiles), given the job view.
+    job_views: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.overrides = RuntimeOverrides(self.engine)
+        self.overrides.register(self.settings.logging, ["LOG_LEVEL"], startup_only=["LOG_FORMAT"])
+        self.overrides.register(self.settings.server, [], startup_only=["DATA_DIR"])
+
+    def provide(self, component: Any) -> None:
+        """Make a domain's services object reachable by HTTP routes (`deps.component(type)`)."""
+        kind = type(component)
+        if kind in self.components:
+            raise ValueError(f"{kind.__name__} provided twice")
+        self.components[kind] = component
+
+    def add_pages(self, pages: PageSet) -> None:
+        """Register a domain's browser pages; names are template prefixes, so they are unique."""
+        if any(existing.name == pages.name for existing in self.pages):
+            raise ValueError(f"pages {pages.name!r} registered twice")
+        self.pages.append(pages)
+
+    def component(self, kind: type[C]) -> C:
+        found = self.components.get(kind)
+        if found is None:
+            raise LookupError(f"no {kind.__name__} was provided; is its domain loaded?")
+        return found
+
+    def worker_options(self, capabilities: list[str] | None = None, **overrides: Any) -> WorkerOptions:
+        """The worker settings of this deployment (WORKER_*, JOB_*), for `serve`, `worker` and
+        commands that run work in-process."""
+        jobs = self.settings.jobs
+        options = WorkerOptions(
+            worker_id=jobs.worker_id,
+            concurrency=jobs.worker_concurrency,
+            lease=timedelta(seconds=jobs.lease_seconds),
+            poll_interval=jobs.poll_interval.total_seconds(),
+            shutdown_grace=jobs.shutdown_grace.total_seconds(),
+            capabilities=capabilities or [],
+            progress_interval=self.settings.media.progress_save_interval,
+        )
+        for name, value in overrides.items():
+            setattr(options, name, value)
+        return options
 
     @property
     def kv(self) -> KV:
@@ -48,17 +135,24 @@ class Runtime:
 
     @property
     def breaker(self) -> CircuitBreaker:
-        return CircuitBreaker(self.engine, failure_threshold=self.settings.jobs.circuit_failure_threshold,
-                              cooldown=self.settings.jobs.circuit_open_cooldown)
+        return CircuitBreaker(
+            self.engine,
+            failure_threshold=self.settings.jobs.circuit_failure_threshold,
+            cooldown=self.settings.jobs.circuit_open_cooldown,
+        )
 
 
-def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None,
-                  load_domains: bool = True) -> Runtime:
-    runtime = Runtime(settings=settings, engine=engine or create_engine(
-        settings.database_url, pool_size=settings.database.pool_size))
+def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None, load_domains: bool = True) -> Runtime:
+    runtime = Runtime(
+        settings=settings, engine=engine or create_engine(settings.database_url, pool_size=settings.database.pool_size)
+    )
+    # Audit appends and secret stores find the master keys on the engine (loaded on first use).
+    bind_master_keys(runtime.engine, MasterKeys.from_settings(settings))
+    retention.install(runtime)  # core's own housekeeping: the periodic prune
+    backup_jobs.install(runtime)  # the periodic restore test (and backups, when BACKUP_INTERVAL is set)
     if load_domains:
         for ep in entry_points(group="reelhouse.domains"):
             ep.load()(runtime)
             runtime.domains.append(ep.name)
-            log.info("domain loaded", extra={"component": "runtime", "domain": ep.name})
+            log.debug("domain loaded", extra={"component": "runtime", "domain": ep.name})
     return runtime

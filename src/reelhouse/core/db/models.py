@@ -8,6 +8,7 @@ breaker keys (vod-tender), `audit_log` (LegacyVideo).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -58,6 +59,24 @@ api_tokens = Table(
     Column("last_used_at", UtcDateTime),
     Column("expires_at", UtcDateTime),
     Column("revoked", Boolean, nullable=False, server_default=text("false")),
+    # "login" (a session from POST /auth/login: sliding expiry) or "api" (created by name).
+    Column("kind", String(16), nullable=False, server_default="api"),
+    Index("ix_api_tokens_user_id", "user_id"),
+)
+
+# A user signed in through OIDC: the provider's (issuer, subject) pair names the account, never
+# the username claim, so a provider user called "admin" does not become the local admin.
+oidc_identities = Table(
+    "oidc_identities",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("issuer", String(500), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_login_at", UtcDateTime),
+    UniqueConstraint("issuer", "subject"),
+    Index("ix_oidc_identities_user_id", "user_id"),
 )
 
 jobs = Table(
@@ -79,8 +98,12 @@ jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    # Enqueued by the scheduler (housekeeping): hidden from listings unless asked for, and
+    # runs that did nothing are pruned after a short window.
+    Column("system", Boolean, nullable=False, server_default=text("false")),
     Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
     Index("ix_jobs_status_created_at", "status", "created_at"),
+    Index("ix_jobs_finished_at", "finished_at"),
 )
 
 tasks = Table(
@@ -95,8 +118,15 @@ tasks = Table(
     Column("idempotency_key", String(255), unique=True),
     Column("payload", JsonDoc, nullable=False),
     Column("result", JsonDoc),
+    # Failed attempts (a run that is still going counts too); runs lost with their worker
+    # (lease expired) are counted apart, against their own bound.
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("max_attempts", Integer, nullable=False, server_default="5"),
+    Column("lost_attempts", Integer, nullable=False, server_default="0"),
+    Column("max_lost_attempts", Integer, nullable=False, server_default="5"),
+    # Fencing token: incremented by every claim, never reused. Every write a run makes is
+    # checked against it, so a run that lost its lease cannot change anything.
+    Column("fence", BigInteger, nullable=False, server_default="0"),
     Column("run_after", UtcDateTime, nullable=False),
     Column("lease_owner", String(255)),
     Column("lease_expires_at", UtcDateTime),
@@ -109,6 +139,14 @@ tasks = Table(
     Column("progress", Float, nullable=False, server_default="0"),
     Column("progress_detail", JsonDoc),
     Column("correlation_id", String(64)),
+    # W3C trace context of the enqueuing span (`traceparent[;tracestate]`): the run continues that trace.
+    Column("trace_context", String(600)),
+    # The handler said this run found nothing to do (TaskContext.mark_idle): retention forgets
+    # such housekeeping runs after a short window.
+    Column("idle", Boolean, nullable=False, server_default=text("false")),
+    # NATS transport: the fence the task had when the kernel last published it as claimable.
+    Column("dispatched_fence", BigInteger),
+    Column("dispatched_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime),
@@ -117,6 +155,24 @@ tasks = Table(
     # The claim scans queued tasks in priority order; running ones are scanned for expired leases.
     Index("ix_tasks_claim", "status", "priority", "run_after"),
     Index("ix_tasks_lease", "status", "lease_expires_at"),
+)
+
+# A task's runs that did not succeed (failed, retried, lost with their worker, cancelled,
+# released): the history `jobs show` prints. A success is the task row itself, so the hot path
+# writes nothing here.
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("task_id", BigId, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("fence", BigInteger, nullable=False),
+    Column("worker", String(255)),
+    Column("outcome", String(16), nullable=False),
+    Column("error", Text),
+    Column("started_at", UtcDateTime),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Index("ix_task_attempts_task_id", "task_id"),
 )
 
 workers = Table(
@@ -131,6 +187,10 @@ workers = Table(
     Column("status", String(16), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("last_heartbeat", UtcDateTime, nullable=False),
+    Column("transport", String(16), nullable=False, server_default="database"),  # or "nats"
+    Column("version", String(64)),
+    Column("info", JsonDoc),  # cpu_count, gpu, ...
+    Column("drain_requested", Boolean, nullable=False, server_default=text("false")),
 )
 
 kv = Table(

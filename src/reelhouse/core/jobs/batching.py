@@ -10,29 +10,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("reelhouse.worker")
 
-Flush = Callable[[dict[int, Any]], Awaitable[set[int]]]
+K = TypeVar("K", bound=Hashable)  # what identifies a run: the worker uses its Lease
 
 
-class CompletionBatcher:
-    def __init__(self, flush: Flush, *, give_up_after: float = 60.0, max_delay: float = 2.0) -> None:
+class CompletionBatcher(Generic[K]):
+    def __init__(
+        self, flush: Callable[[dict[K, Any]], Awaitable[set[K]]], *, give_up_after: float = 60.0, max_delay: float = 2.0
+    ) -> None:
         """`give_up_after`: seconds of failed writes before the runs are left to lease expiry.
         While the writes are retried the runs still count as running, so the worker's
         heartbeat keeps their leases: nothing reruns as long as we keep trying."""
         self._flush = flush
         self._give_up_after = give_up_after
         self._max_delay = max_delay
-        self._pending: dict[int, tuple[Any, asyncio.Future[bool]]] = {}
+        self._pending: dict[K, tuple[Any, asyncio.Future[bool]]] = {}
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, task_id: int, result: Any) -> bool:
+    async def submit(self, key: K, result: Any) -> bool:
         """Record a success; returns whether the task was still ours when written."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending[task_id] = (result, future)
+        self._pending[key] = (result, future)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_until_empty())
         # Shielded: a cancelled caller must not lose a completion already handed over.
@@ -42,17 +44,17 @@ class CompletionBatcher:
         while self._pending:
             batch, self._pending = self._pending, {}
             try:
-                written = await self._flush_with_retries({task_id: r for task_id, (r, _) in batch.items()})
+                written = await self._flush_with_retries({key: r for key, (r, _) in batch.items()})
             except Exception as exc:  # the callers decide (their tasks' leases expire and rerun)
                 for _, future in batch.values():
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for task_id, (_, future) in batch.items():
+            for key, (_, future) in batch.items():
                 if not future.done():
-                    future.set_result(task_id in written)
+                    future.set_result(key in written)
 
-    async def _flush_with_retries(self, results: dict[int, Any]) -> set[int]:
+    async def _flush_with_retries(self, results: dict[K, Any]) -> set[K]:
         """A finished run must not be lost to a passing database error (deadlock victim, a
         restart, a full connection table): that would rerun work that is already done. The
         write is a compare-and-set on our lease, so repeating it is safe."""
@@ -65,8 +67,12 @@ class CompletionBatcher:
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("writing %d completions failed (attempt %d), retrying: %s",
-                            len(results), attempt, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                            extra={"component": "worker"})
+                log.warning(
+                    "writing %d completions failed (attempt %d), retrying: %s",
+                    len(results),
+                    attempt,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    extra={"component": "worker"},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_delay)

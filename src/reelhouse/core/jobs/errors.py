@@ -43,3 +43,15 @@ class CircuitOpenError(TaskError):
         super().__init__(f"circuit open for {scope}")
         self.scope = scope
         self.retry_at = retry_at
+
+
+class LeaseLost(TaskError):
+    """This run no longer holds its task (its lease expired or another run took it over):
+    whatever it was about to write is refused. Raised by the fencing checks in TaskContext;
+    the worker records nothing for the run, the current holder owns the outcome."""
+
+    def __init__(self, task_id: int, fence: int, action: str) -> None:
+        super().__init__(f"task {task_id}: run {fence} lost its lease; refused to {action}")
+        self.task_id = task_id
+        self.fence = fence
+        self.action = action

@@ -9,14 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import kv
-from reelhouse.core.db.types import utcnow
+from reelhouse.core.jobs.dbtime import db_now
 
 EMA_ALPHA = 0.2  # weight of the newest sample in `avg_*_ms` trends
 
 
 def _upsert(conn: AsyncConnection, channel: str, key: str, value: str):
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(kv).values(channel=channel, key=key, value=value, updated_at=utcnow())
+    stmt = insert(kv).values(channel=channel, key=key, value=value, updated_at=db_now())
     return stmt.on_conflict_do_update(
         index_elements=[kv.c.channel, kv.c.key],
         set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
@@ -33,9 +33,7 @@ class KV:
 
     async def get_many(self, keys: list[str], channel: str = "") -> dict[str, str]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(kv.c.key, kv.c.value).where(kv.c.channel == channel, kv.c.key.in_(keys))
-            )
+            rows = await conn.execute(select(kv.c.key, kv.c.value).where(kv.c.channel == channel, kv.c.key.in_(keys)))
             return {row.key: row.value for row in rows}
 
     async def set(self, key: str, value: str, channel: str = "") -> None:
@@ -56,16 +54,14 @@ class KV:
             async with conn.begin():
                 previous = await get_value(conn, key, channel)
                 value = sample if previous is None else EMA_ALPHA * sample + (1 - EMA_ALPHA) * float(previous)
-                await conn.execute(_upsert(conn, channel, key, str(int(round(value)))))
-                return int(round(value))
+                await conn.execute(_upsert(conn, channel, key, str(round(value))))
+                return round(value)
         finally:
             await conn.close()
 
 
 async def get_value(conn: AsyncConnection, key: str, channel: str = "") -> str | None:
-    row = (await conn.execute(
-        select(kv.c.value).where(kv.c.channel == channel, kv.c.key == key)
-    )).first()
+    row = (await conn.execute(select(kv.c.value).where(kv.c.channel == channel, kv.c.key == key))).first()
     return row.value if row else None
 
 

@@ -1,28 +1,37 @@
-"""The task queue on the database: enqueue, claim with a lease, and finish.
+# Over 400 lines: enqueue, claim, lease and finish are the one owner of the tasks table's SQL.
+"""The task queue on the database: enqueue, claim with a lease and a fencing token, finish.
 
-Every state change is a compare-and-set on (`status`, `lease_owner`), so a worker that lost its
-lease (killed, paused past the lease) can never overwrite the outcome of the worker that took
-the task over. On PostgreSQL the claim uses `FOR UPDATE SKIP LOCKED`; on SQLite the claim's
-transaction starts with `BEGIN IMMEDIATE`, which serialises claimers on the write lock.
+Every write a run makes is a compare-and-set on its fencing token (`fence`, bumped by every
+claim): same fence, still `running`, lease not expired by the database's clock. A worker that
+lost its lease (killed, paused past the lease, partitioned) can never overwrite the outcome of
+the run that took the task over. The per-task statements (claim, heartbeat, cancel poll,
+completion) live in hotpath*.py; the rarer transitions are SQLAlchemy Core here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, null, or_, select, update
+from sqlalchemy import String, and_, case, cast, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reelhouse.core.db.engine import write_connection
-from reelhouse.core.db.models import jobs, tasks
-from reelhouse.core.db.types import JsonDoc, utcnow
+from reelhouse.core.db.engine import waiting_out_outages, write_connection
+from reelhouse.core.db.models import jobs, task_attempts, tasks
 from reelhouse.core.jobs import states
-from reelhouse.core.jobs.jobstate import lock_jobs, refresh_job, refresh_jobs
+from reelhouse.core.jobs.dbtime import db_now
+from reelhouse.core.jobs.errors import LeaseLost
+from reelhouse.core.jobs.hotpath import ClaimedTask, Lease, claimed_task, hot_path, result_json
+from reelhouse.core.jobs.jobstate import lock_jobs_of_tasks, refresh_job, refresh_jobs
+from reelhouse.core.jobs.reaper import reap_expired_leases
 from reelhouse.core.telemetry.correlation import current_correlation_id
+from reelhouse.core.telemetry.tracing import current_trace_context
+
+__all__ = ["ClaimedTask", "Enqueued", "Lease", "TaskQueue"]
 
 
 @dataclass(frozen=True)
@@ -32,22 +41,33 @@ class Enqueued:
     created: bool  # False when the idempotency key matched an existing task
 
 
-@dataclass(frozen=True)
-class ClaimedTask:
-    id: int
-    job_id: int
-    kind: str
-    payload: dict[str, Any]
-    attempts: int
-    max_attempts: int
-    correlation_id: str | None
-    timeout_seconds: float | None
+def holds(lease: Lease) -> Any:
+    """The fencing condition: this run still holds the task."""
+    return and_(
+        tasks.c.id == lease.task_id,
+        tasks.c.fence == lease.fence,
+        tasks.c.status == states.RUNNING,
+        tasks.c.lease_expires_at > db_now(),
+    )
+
+
+def _run_after(value: datetime | timedelta | None) -> Any:
+    """A caller's absolute time is kept as given; a delay counts from the database's now."""
+    if isinstance(value, datetime):
+        return value
+    return db_now(value) if value else db_now()
 
 
 class TaskQueue:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, hold_connections: bool = False) -> None:
+        """`hold_connections`: keep the hot path's driver connections for the queue's life (a
+        worker does; call `aclose`)."""
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.hot = hot_path(engine, hold=hold_connections)
+
+    async def aclose(self) -> None:
+        await self.hot.aclose()
 
     # ---- enqueue -------------------------------------------------------------------------
     async def create_job(
@@ -59,14 +79,21 @@ class TaskQueue:
         user_id: int | None = None,
         priority: int = 0,
         idempotency_key: str | None = None,
+        system: bool = False,
     ) -> int:
-        now = utcnow()
         result = await conn.execute(
             jobs.insert()
             .values(
-                kind=kind, payload=payload, user_id=user_id, priority=priority,
-                idempotency_key=idempotency_key, status=states.JOB_QUEUED,
-                correlation_id=current_correlation_id(), created_at=now, updated_at=now,
+                kind=kind,
+                payload=payload,
+                user_id=user_id,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                status=states.JOB_QUEUED,
+                correlation_id=current_correlation_id(),
+                system=system,
+                created_at=db_now(),
+                updated_at=db_now(),
             )
             .returning(jobs.c.id)
         )
@@ -81,20 +108,30 @@ class TaskQueue:
         *,
         priority: int = 0,
         max_attempts: int = 5,
-        run_after: datetime | None = None,
+        max_lost_attempts: int = 5,
+        run_after: datetime | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         required_capability: str | None = None,
     ) -> int:
-        now = utcnow()
         result = await conn.execute(
             tasks.insert()
             .values(
-                job_id=job_id, kind=kind, payload=payload, priority=priority,
-                max_attempts=max_attempts, run_after=run_after or now,
-                idempotency_key=idempotency_key, timeout_seconds=timeout_seconds,
-                required_capability=required_capability, status=states.QUEUED,
-                correlation_id=current_correlation_id(), created_at=now, updated_at=now,
+                job_id=job_id,
+                kind=kind,
+                payload=payload,
+                priority=priority,
+                max_attempts=max_attempts,
+                max_lost_attempts=max_lost_attempts,
+                run_after=_run_after(run_after),
+                idempotency_key=idempotency_key,
+                timeout_seconds=timeout_seconds,
+                required_capability=required_capability,
+                status=states.QUEUED,
+                correlation_id=current_correlation_id(),
+                trace_context=current_trace_context(),
+                created_at=db_now(),
+                updated_at=db_now(),
             )
             .returning(tasks.c.id)
         )
@@ -110,32 +147,40 @@ class TaskQueue:
         user_id: int | None = None,
         priority: int = 0,
         max_attempts: int = 5,
-        run_after: datetime | None = None,
+        max_lost_attempts: int = 5,
+        run_after: datetime | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         required_capability: str | None = None,
+        system: bool = False,
         conn: AsyncConnection | None = None,
     ) -> Enqueued:
-        """Add a task (in a new job unless `job_id` is given).
+        """Add a task (in a new job unless `job_id` is given). `run_after` is an absolute time
+        or a delay from the database's now. `system`: housekeeping, hidden from listings.
 
         With an idempotency key, enqueueing the same work twice returns the first task instead
         of creating a second one; a race between two enqueuers is settled by the unique index.
         """
         payload = payload or {}
-        options = dict(
-            priority=priority, max_attempts=max_attempts, run_after=run_after,
-            idempotency_key=idempotency_key, timeout_seconds=timeout_seconds,
-            required_capability=required_capability,
-        )
+        options = {
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "max_lost_attempts": max_lost_attempts,
+            "run_after": run_after,
+            "idempotency_key": idempotency_key,
+            "timeout_seconds": timeout_seconds,
+            "required_capability": required_capability,
+        }
+        job = {"job_id": job_id, "job_kind": job_kind, "user_id": user_id, "system": system}
         if idempotency_key:
             existing = await self._find_by_key(idempotency_key, conn)
             if existing:
                 return existing
         try:
             if conn is not None:
-                return await self._insert(conn, kind, payload, job_id, job_kind, user_id, options)
+                return await self._insert(conn, kind, payload, job, options)
             async with self.engine.begin() as own:
-                return await self._insert(own, kind, payload, job_id, job_kind, user_id, options)
+                return await self._insert(own, kind, payload, job, options)
         except IntegrityError:
             if idempotency_key and conn is None:
                 existing = await self._find_by_key(idempotency_key, None)
@@ -143,14 +188,20 @@ class TaskQueue:
                     return existing
             raise
 
-    async def _insert(self, conn: AsyncConnection, kind: str, payload: dict[str, Any],
-                      job_id: int | None, job_kind: str | None, user_id: int | None,
-                      options: dict[str, Any]) -> Enqueued:
+    async def _insert(
+        self, conn: AsyncConnection, kind: str, payload: dict[str, Any], job: dict[str, Any], options: dict[str, Any]
+    ) -> Enqueued:
+        job_id = job["job_id"]
         new_job = job_id is None
         if job_id is None:
             job_id = await self.create_job(
-                conn, job_kind or kind, payload, user_id=user_id, priority=options["priority"],
+                conn,
+                job["job_kind"] or kind,
+                payload,
+                user_id=job["user_id"],
+                priority=options["priority"],
                 idempotency_key=options["idempotency_key"],
+                system=job["system"],
             )
         task_id = await self.add_task(conn, job_id, kind, payload, **options)
         if not new_job:
@@ -166,7 +217,7 @@ class TaskQueue:
                 row = (await own.execute(query)).first()
         return Enqueued(job_id=row.job_id, task_id=row.id, created=False) if row else None
 
-    # ---- claim ---------------------------------------------------------------------------
+    # ---- claim and lease upkeep (hot path) -------------------------------------------------
     async def claim(
         self,
         owner: str,
@@ -176,7 +227,8 @@ class TaskQueue:
         capabilities: Iterable[str] = (),
         global_limit: int | None = None,
     ) -> list[ClaimedTask]:
-        """Claim up to `limit` runnable tasks of `kinds`, highest priority first.
+        """Claim up to `limit` runnable tasks of `kinds`, highest priority first, each with a
+        new fencing token and a lease that ends `lease` after the database's now.
 
         `global_limit` (for a single kind) caps how many of that kind may run at once across all
         workers; the count and the claim happen under one lock so two workers cannot both see
@@ -184,213 +236,255 @@ class TaskQueue:
         """
         if limit <= 0 or not kinds:
             return []
-        now = utcnow()
+        return await self.hot.claim(owner, list(kinds), limit, lease.total_seconds(), list(capabilities), global_limit)
+
+    async def claim_task(
+        self, task_id: int, owner: str, lease: timedelta, capabilities: Iterable[str] = ()
+    ) -> ClaimedTask | str:
+        """Claim one given task (a remote worker was handed a pointer to it): the same
+        compare-and-set as `claim` (queued, runnable, capability held; fence bumped, lease from
+        the database's now). Otherwise returns why not: `running` (another run holds it),
+        `waiting` (its run_after is ahead), `capability`, `finished` or `missing`."""
         caps = list(capabilities)
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                if global_limit is not None:
-                    if self.postgres:
-                        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(kinds[0]))))
-                    running = (await conn.execute(
-                        select(func.count()).select_from(tasks).where(
-                            tasks.c.kind == kinds[0], tasks.c.status == states.RUNNING)
-                    )).scalar_one()
-                    limit = min(limit, global_limit - running)
-                    if limit <= 0:
-                        return []
-                capability_ok = tasks.c.required_capability.is_(None)
+                await lock_jobs_of_tasks(conn, [task_id])
+                capability_ok: Any = tasks.c.required_capability.is_(None)
                 if caps:
-                    capability_ok = or_(capability_ok, tasks.c.required_capability.in_(caps))
-                candidates = (
-                    select(tasks.c.id)
-                    .where(tasks.c.status == states.QUEUED, tasks.c.run_after <= now,
-                           tasks.c.kind.in_(list(kinds)), capability_ok)
-                    .order_by(tasks.c.priority.desc(), tasks.c.run_after, tasks.c.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-                result = await conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id.in_(candidates.scalar_subquery()))
-                    .values(status=states.RUNNING, lease_owner=owner, lease_expires_at=now + lease,
-                            heartbeat_at=now, attempts=tasks.c.attempts + 1, started_at=now,
-                            updated_at=now)
-                    .returning(tasks.c.id, tasks.c.job_id, tasks.c.kind, tasks.c.payload,
-                               tasks.c.attempts, tasks.c.max_attempts, tasks.c.correlation_id,
-                               tasks.c.timeout_seconds)
-                    .execution_options(synchronize_session=False)
-                )
-                claimed = [ClaimedTask(*row) for row in result.all()]
-                if claimed:
-                    job_ids = sorted({t.job_id for t in claimed})
-                    # An UPDATE ... IN (...) alone would lock in physical order.
-                    await lock_jobs(conn, job_ids)
+                    capability_ok = capability_ok | tasks.c.required_capability.in_(caps)
+                row = (
+                    await conn.execute(
+                        update(tasks)
+                        .where(
+                            tasks.c.id == task_id,
+                            tasks.c.status == states.QUEUED,
+                            tasks.c.run_after <= db_now(),
+                            capability_ok,
+                        )
+                        .values(
+                            status=states.RUNNING,
+                            lease_owner=owner,
+                            fence=tasks.c.fence + 1,
+                            lease_expires_at=db_now(lease),
+                            heartbeat_at=db_now(),
+                            attempts=tasks.c.attempts + 1,
+                            started_at=db_now(),
+                            updated_at=db_now(),
+                            # The pointer that led here stays in the stream until it is settled.
+                            dispatched_fence=tasks.c.fence + 1,
+                            dispatched_at=db_now(),
+                        )
+                        .returning(
+                            tasks.c.id,
+                            tasks.c.job_id,
+                            tasks.c.kind,
+                            tasks.c.payload,
+                            tasks.c.attempts,
+                            tasks.c.max_attempts,
+                            tasks.c.correlation_id,
+                            tasks.c.timeout_seconds,
+                            tasks.c.fence,
+                            tasks.c.lost_attempts,
+                            tasks.c.max_lost_attempts,
+                        )
+                    )
+                ).first()
+                if row is not None:
                     await conn.execute(
                         update(jobs)
-                        .where(jobs.c.id.in_(job_ids), jobs.c.status == states.JOB_QUEUED)
-                        .values(status=states.JOB_PROCESSING, updated_at=now)
+                        .where(jobs.c.id == row.job_id, jobs.c.status == states.JOB_QUEUED)
+                        .values(status=states.JOB_PROCESSING, updated_at=db_now())
                     )
-                return sorted(claimed, key=lambda t: t.id)
+                    return claimed_task(tuple(row), owner)
+                current = (
+                    await conn.execute(
+                        select(
+                            tasks.c.status,
+                            tasks.c.required_capability,
+                            (tasks.c.run_after > db_now()).label("later"),
+                        ).where(tasks.c.id == task_id)
+                    )
+                ).first()
         finally:
             await conn.close()
+        if current is None:
+            return "missing"
+        if current.status == states.RUNNING:
+            return "running"
+        if current.status != states.QUEUED:
+            return "finished"
+        if current.later:
+            return "waiting"
+        return "capability"
 
-    # ---- lease upkeep --------------------------------------------------------------------
-    async def heartbeat(self, owner: str, task_ids: Sequence[int], lease: timedelta) -> set[int]:
-        """Extend the leases this worker still holds; returns the ids it still owns."""
-        if not task_ids:
-            return set()
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(list(task_ids)), tasks.c.lease_owner == owner,
-                       tasks.c.status == states.RUNNING)
-                .values(lease_expires_at=now + lease, heartbeat_at=now)
-                .returning(tasks.c.id)
-            )
-            return {row.id for row in result}
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> set[int]:
+        """Extend the leases still held; returns their task ids (the others are lost)."""
+        return await self.hot.heartbeat(leases, lease.total_seconds())
 
     async def cancel_requested(self, task_ids: Sequence[int]) -> set[int]:
-        if not task_ids:
-            return set()
-        async with self.engine.connect() as conn:
-            result = await conn.execute(
-                select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)), tasks.c.cancel_requested)
-            )
-            return {row.id for row in result}
+        return await self.hot.cancel_requested(task_ids)
 
-    async def reap_expired_leases(self) -> int:
-        """Return tasks whose worker vanished (lease expired) to the queue, or end them.
+    async def succeed_many(self, results: dict[Lease, Any]) -> set[Lease]:
+        """Finish a batch of successful runs in one transaction (the worker batches completions
+        that arrive while the previous batch is being written). Returns the leases still held."""
+        done = [(lease.task_id, lease.fence, result_json(result)) for lease, result in results.items()]
+        written = await self.hot.complete(done)
+        return {lease for lease in results if lease.task_id in written}
 
-        A lost run counts as an attempt: a task that keeps killing its worker ends up dead
-        instead of looping forever. A task whose cancel was requested ends cancelled.
-        """
-        now = utcnow()
+    async def succeed(self, lease: Lease, result: Any = None) -> bool:
+        return bool(await self.succeed_many({lease: result}))
+
+    # ---- fencing for handlers --------------------------------------------------------------
+    @asynccontextmanager
+    async def fenced(self, lease: Lease, action: str = "write") -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits only while `lease` holds: the task row is locked (on
+        SQLite the write lock is) and checked first, so the reaper or a new claim cannot take
+        the task before this commits. Raises LeaseLost without running the block otherwise.
+        A database that is restarting is waited for (up to OUTAGE_WAIT_SECONDS) before the
+        block runs: nothing is written until the check passed."""
+        async with AsyncExitStack() as stack:
+            conn = await waiting_out_outages(lambda: stack.enter_async_context(self._fenced(lease, action)))
+            yield conn
+
+    @asynccontextmanager
+    async def _fenced(self, lease: Lease, action: str) -> AsyncIterator[AsyncConnection]:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                expired = and_(tasks.c.status == states.RUNNING, tasks.c.lease_expires_at < now)
-                rows = (await conn.execute(
-                    select(tasks.c.id, tasks.c.job_id, tasks.c.attempts, tasks.c.max_attempts,
-                           tasks.c.cancel_requested).where(expired).with_for_update(skip_locked=True)
-                )).all()
-                for row in rows:
-                    if row.cancel_requested:
-                        status, error = states.CANCELLED, "cancelled"
-                    elif row.attempts >= row.max_attempts:
-                        status, error = states.DEAD, "lease expired: worker lost, attempts exhausted"
-                    else:
-                        status, error = states.QUEUED, "lease expired: worker lost; requeued"
-                    await conn.execute(
-                        update(tasks).where(tasks.c.id == row.id, expired)
-                        .values(status=status, lease_owner=None, lease_expires_at=None,
-                                last_error=error, error_class="lease", updated_at=now,
-                                run_after=now,
-                                finished_at=now if status in states.TASK_FINAL else None)
-                    )
-                await refresh_jobs(conn, {row.job_id for row in rows})
-                return len(rows)
+                # Jobs before tasks, the engine's lock order (a follow-up enqueue locks the job).
+                await lock_jobs_of_tasks(conn, [lease.task_id])
+                check = select(tasks.c.id).where(holds(lease))
+                if self.postgres:
+                    check = check.with_for_update()
+                if (await conn.execute(check)).first() is None:
+                    raise LeaseLost(lease.task_id, lease.fence, action)
+                yield conn
         finally:
             await conn.close()
 
-    # ---- finish --------------------------------------------------------------------------
-    async def _finish(self, task_id: int, owner: str, values: dict[str, Any]) -> bool:
-        """Compare-and-set from running-under-our-lease to a new state; False if we lost it."""
-        now = utcnow()
+    async def still_holds(self, lease: Lease) -> bool:
+        """Whether the run still holds its task; a restarting database is waited for (the
+        answer decides whether a running task carries on, so "unreachable" is not "no")."""
+
+        async def check() -> bool:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(select(tasks.c.id).where(holds(lease)))).first() is not None
+
+        return await waiting_out_outages(check)
+
+    async def save_progress(self, lease: Lease, fraction: float, detail: dict[str, Any] | None) -> bool:
+        """Write progress if the run still holds its task; False (nothing written) otherwise."""
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id, tasks.c.lease_owner == owner,
-                       tasks.c.status == states.RUNNING)
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-                .returning(tasks.c.job_id)
-            )
-            row = result.first()
-            if row is None:
-                return False
-            await refresh_job(conn, row.job_id)
-            return True
-
-    async def succeed(self, task_id: int, owner: str, result: Any = None) -> bool:
-        return await self._finish(task_id, owner, {
-            "status": states.SUCCEEDED, "result": result, "progress": 1.0, "finished_at": utcnow(),
-            "last_error": None, "error_class": None,
-        })
-
-    async def succeed_many(self, owner: str, results: dict[int, Any]) -> set[int]:
-        """Finish a batch of successful runs in one transaction (the worker batches completions
-        that arrive while the previous batch is being written). Returns the ids still ours."""
-        if not results:
-            return set()
-        now = utcnow()
-        # Results go in the same UPDATE as the status. A second UPDATE of a row this transaction
-        # already changed makes PostgreSQL re-check the tasks -> jobs foreign key, which takes a
-        # KEY SHARE lock on the job row in task order, before refresh_jobs locks jobs in id
-        # order: two completions then deadlocked on each other's job rows.
-        with_result = {i: r for i, r in results.items() if r is not None}
-        result = (case({i: literal(r, JsonDoc) for i, r in with_result.items()}, value=tasks.c.id,
-                       else_=null()) if with_result else null())
+            row = (
+                await conn.execute(
+                    update(tasks)
+                    .where(holds(lease))
+                    .values(progress=max(0.0, min(1.0, fraction)), progress_detail=detail, updated_at=db_now())
+                    .returning(tasks.c.job_id)
+                )
+            ).first()
+        if row is None:
+            return False
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(list(results)), tasks.c.lease_owner == owner,
-                       tasks.c.status == states.RUNNING)
-                .values(status=states.SUCCEEDED, progress=1.0, finished_at=now, last_error=None,
-                        error_class=None, lease_owner=None, lease_expires_at=None, updated_at=now,
-                        result=result)
-                .returning(tasks.c.id, tasks.c.job_id)
-            )).all()
-            await refresh_jobs(conn, {row.job_id for row in rows})
-            return {row.id for row in rows}
+            await refresh_job(conn, row.job_id, progress_only=True)
+        return True
 
-    async def fail_permanently(self, task_id: int, owner: str, reason: str) -> bool:
-        return await self._finish(task_id, owner, {
-            "status": states.FAILED, "last_error": reason, "error_class": "permanent",
-            "finished_at": utcnow(),
-        })
+    async def mark_idle(self, lease: Lease) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(tasks).where(holds(lease)).values(idle=True))
+            return bool(result.rowcount)
 
-    async def retry_later(self, task_id: int, owner: str, reason: str, run_after: datetime,
-                          attempts: int, max_attempts: int, error_class: str = "transient",
-                          spend_attempt: bool = True) -> str:
-        """Requeue after a failure, or mark dead when attempts are used up. Rate limits and
-        open circuits do not spend an attempt: waiting for a provider is not a failure."""
-        if spend_attempt and attempts >= max_attempts:
-            ok = await self._finish(task_id, owner, {
-                "status": states.DEAD, "last_error": f"{reason} (gave up after {attempts} attempts)",
-                "error_class": error_class, "finished_at": utcnow(),
-            })
-            return states.DEAD if ok else "lost"
-        values: dict[str, Any] = {
-            "status": states.QUEUED, "last_error": reason, "error_class": error_class,
-            "run_after": run_after,
-        }
+    # ---- the other ends of a run -------------------------------------------------------------
+    async def _finish(
+        self, lease: Lease, values: dict[str, Any], outcome: states.Outcome | None, error: str | None = None
+    ) -> str | None:
+        """Compare-and-set from running-under-this-fence to a new state, with the job
+        re-aggregated and, for a run that did not succeed, a history row. None if lost."""
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                await lock_jobs_of_tasks(conn, [lease.task_id])
+                row = (
+                    await conn.execute(
+                        update(tasks)
+                        .where(holds(lease))
+                        .values(lease_owner=None, lease_expires_at=None, updated_at=db_now(), **values)
+                        .returning(tasks.c.job_id, tasks.c.status, tasks.c.started_at)
+                    )
+                ).first()
+                if row is None:
+                    return None
+                if outcome is not None:
+                    outcome = states.Outcome.DEAD if row.status == states.DEAD else outcome
+                    await conn.execute(
+                        task_attempts.insert().values(
+                            task_id=lease.task_id,
+                            attempt=lease.attempt,
+                            fence=lease.fence,
+                            worker=lease.owner,
+                            outcome=outcome,
+                            error=error,
+                            started_at=row.started_at,
+                            ended_at=db_now(),
+                        )
+                    )
+                await refresh_jobs(conn, [row.job_id])
+                return str(row.status)
+        finally:
+            await conn.close()
+
+    async def fail_permanently(self, lease: Lease, reason: str) -> bool:
+        values = {"status": states.FAILED, "last_error": reason, "error_class": "permanent", "finished_at": db_now()}
+        return await self._finish(lease, values, states.Outcome.FAILED, reason) is not None
+
+    async def retry_later(
+        self,
+        lease: Lease,
+        reason: str,
+        delay: timedelta,
+        *,
+        error_class: str = "transient",
+        spend_attempt: bool = True,
+    ) -> str | None:
+        """Requeue after `delay` (from the database's now), or mark dead when attempts are used
+        up. Rate limits and open circuits do not spend an attempt: waiting for a provider is not
+        a failure. Returns the new status, or None when the lease was lost."""
+        exhausted = tasks.c.attempts >= tasks.c.max_attempts
         if not spend_attempt:
-            values["attempts"] = tasks.c.attempts - 1
-        ok = await self._finish(task_id, owner, values)
-        return states.QUEUED if ok else "lost"
+            values: dict[str, Any] = {
+                "status": states.QUEUED,
+                "last_error": reason,
+                "error_class": error_class,
+                "run_after": db_now(delay),
+                "attempts": tasks.c.attempts - 1,
+            }
+            return await self._finish(lease, values, None)
+        gave_up = literal(f"{reason} (gave up after ") + cast(tasks.c.attempts, String) + literal(" attempts)")
+        values = {
+            "status": case((exhausted, states.DEAD), else_=states.QUEUED),
+            "last_error": case((exhausted, gave_up), else_=reason),
+            "error_class": error_class,
+            "run_after": db_now(delay),
+            "finished_at": case((exhausted, db_now()), else_=None),
+        }
+        return await self._finish(lease, values, states.Outcome.RETRIED, reason)
 
-    async def mark_cancelled(self, task_id: int, owner: str) -> bool:
-        return await self._finish(task_id, owner, {
-            "status": states.CANCELLED, "last_error": "cancelled", "error_class": "cancelled",
-            "finished_at": utcnow(),
-        })
+    async def mark_cancelled(self, lease: Lease) -> bool:
+        values = {
+            "status": states.CANCELLED,
+            "last_error": "cancelled",
+            "error_class": "cancelled",
+            "finished_at": db_now(),
+        }
+        return await self._finish(lease, values, states.Outcome.CANCELLED, "cancelled") is not None
 
-    async def release(self, task_id: int, owner: str) -> bool:
+    async def release(self, lease: Lease) -> bool:
         """Give a task back untouched (worker shutting down): the run does not count."""
-        return await self._finish(task_id, owner, {
-            "status": states.QUEUED, "attempts": tasks.c.attempts - 1, "run_after": utcnow(),
-        })
+        values = {"status": states.QUEUED, "attempts": tasks.c.attempts - 1, "run_after": db_now()}
+        return await self._finish(lease, values, states.Outcome.RELEASED, "released on shutdown") is not None
 
-    async def save_progress(self, task_id: int, owner: str, fraction: float,
-                            detail: dict[str, Any] | None) -> None:
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(tasks).where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
-                .values(progress=max(0.0, min(1.0, fraction)), progress_detail=detail, updated_at=now)
-                .returning(tasks.c.job_id)
-            )
-            row = result.first()
-            if row is not None:
-                await refresh_job(conn, row.job_id, progress_only=True)
+    # ---- lost workers ------------------------------------------------------------------------
+    async def reap_expired_leases(self) -> int:
+        """Requeue (or end) tasks whose lease expired by the database's clock; see reaper.py."""
+        return await reap_expired_leases(self.engine)

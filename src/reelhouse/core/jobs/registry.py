@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     from reelhouse.core.jobs.context import TaskContext
 
 Handler = Callable[["TaskContext"], Awaitable[Any]]
+# Kernel side of a remote-capable kind, run with a database-backed context of the same run
+# after the handler returned (in a database worker right after it, in NATS mode when the
+# result event arrives): publication of the outputs, follow-up tasks. Returns the task result.
+FinishHook = Callable[["TaskContext", Any], Awaitable[Any]]
+# Run once by whoever moved the task to failed/dead/cancelled (the compare-and-set winner):
+# `settle(engine, job_id, status, reason)`, e.g. mark an asset failed.
+SettleHook = Callable[[Any, int, str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,11 @@ class TaskKind:
     concurrency_per_worker: int | None = None  # None: limited by the worker's pool only
     concurrency_global: int | None = None  # across every worker, enforced at claim time
     required_capability: str | None = None  # e.g. "h264_nvenc"; None runs anywhere
+    # The handler needs no database (payload, storage, progress, fenced outputs only): with
+    # NATS_URL set such tasks are published for remote workers (core/jobs/remote).
+    remote: bool = False
+    finish: FinishHook | None = None
+    settle: SettleHook | None = None
 
 
 @dataclass

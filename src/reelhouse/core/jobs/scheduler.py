@@ -2,7 +2,9 @@
 
 Each period has a start time (`floor(now / every) * every`). A scheduler that sees a new period
 inserts `(name, period_start)` into `periodic_runs`; the primary key lets exactly one insert win,
-and only the winner enqueues, in the same transaction.
+and only the winner enqueues, in the same transaction. "Now" is the database's clock, so
+schedulers on hosts whose clocks disagree still agree on the period. The jobs are system jobs:
+hidden from listings unless asked for.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import periodic_runs
-from reelhouse.core.db.types import utcnow
+from reelhouse.core.jobs.dbtime import database_time, db_now
 from reelhouse.core.jobs.queue import TaskQueue
 
 log = logging.getLogger("reelhouse.scheduler")
@@ -36,7 +38,7 @@ class PeriodicTask:
 
 def period_start(now: datetime, every: timedelta) -> datetime:
     seconds = every.total_seconds()
-    return datetime.fromtimestamp((now.timestamp() // seconds) * seconds, tz=timezone.utc)
+    return datetime.fromtimestamp((now.timestamp() // seconds) * seconds, tz=UTC)
 
 
 class Scheduler:
@@ -51,7 +53,7 @@ class Scheduler:
 
     async def tick(self, now: datetime | None = None) -> list[int]:
         """Fire every entry whose current period has not fired yet; returns new task ids."""
-        now = now or utcnow()
+        now = now or await database_time(self.engine)
         fired = []
         for entry in self.entries:
             start = period_start(now, entry.every)
@@ -68,17 +70,22 @@ class Scheduler:
         try:
             async with conn.begin():
                 insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-                won = (await conn.execute(
-                    insert(periodic_runs)
-                    .values(name=entry.name, period_start=start, created_at=utcnow())
-                    .on_conflict_do_nothing()
-                    .returning(periodic_runs.c.name)
-                )).first()
+                won = (
+                    await conn.execute(
+                        insert(periodic_runs)
+                        .values(name=entry.name, period_start=start, created_at=db_now())
+                        .on_conflict_do_nothing()
+                        .returning(periodic_runs.c.name)
+                    )
+                ).first()
                 if won is None:
                     return None
                 enqueued = await self.queue.enqueue(
-                    entry.kind, {**entry.payload, "period_start": start.isoformat()},
-                    priority=entry.priority, idempotency_key=f"periodic:{entry.name}:{start.isoformat()}",
+                    entry.kind,
+                    {**entry.payload, "period_start": start.isoformat()},
+                    priority=entry.priority,
+                    idempotency_key=f"periodic:{entry.name}:{start.isoformat()}",
+                    system=True,
                     conn=conn,
                 )
                 await conn.execute(
@@ -86,8 +93,10 @@ class Scheduler:
                     .where(periodic_runs.c.name == entry.name, periodic_runs.c.period_start == start)
                     .values(task_id=enqueued.task_id)
                 )
-                log.info("periodic task fired", extra={"component": "scheduler", "periodic": entry.name,
-                                                        "task_id": enqueued.task_id})
+                log.info(
+                    "periodic task fired",
+                    extra={"component": "scheduler", "periodic": entry.name, "task_id": enqueued.task_id},
+                )
                 return enqueued.task_id
         finally:
             await conn.close()

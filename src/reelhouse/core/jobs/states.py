@@ -1,27 +1,66 @@
-"""Task and job states, and how a job's state follows from its tasks'."""
+"""Task and job states, worker outcomes, and how a job's state follows from its tasks'.
+
+The enums are `StrEnum`s, so a member compares equal to the string stored in the database;
+the module-level names are the same members under their older names.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
 
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"  # permanent error: not retried
-CANCELLED = "cancelled"
-DEAD = "dead"  # retries exhausted
 
-TASK_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD)
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # permanent error: not retried
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # failed attempts or lost runs exhausted
+
+
+class JobStatus(StrEnum):
+    """WebEncode's names, so its runbook SQL (`status != 'completed'`) reads right."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+
+class Outcome(StrEnum):
+    """How one run ended, as the worker reports it (metrics label, trace attribute, history)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # given back on shutdown; the run does not count
+    RATE_LIMITED = "rate_limited"
+    CIRCUIT_OPEN = "circuit_open"
+    LOST = "lost"  # the lease was gone (expired or taken over): nothing of this run was kept
+
+
+QUEUED = TaskStatus.QUEUED
+RUNNING = TaskStatus.RUNNING
+SUCCEEDED = TaskStatus.SUCCEEDED
+FAILED = TaskStatus.FAILED
+CANCELLED = TaskStatus.CANCELLED
+DEAD = TaskStatus.DEAD
+
+TASK_STATES = tuple(TaskStatus)
 TASK_FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
 
-# Job states use WebEncode's names so its runbook SQL (`status != 'completed'`) reads right.
-JOB_QUEUED = "queued"
-JOB_PROCESSING = "processing"
-JOB_COMPLETED = "completed"
-JOB_FAILED = "failed"
-JOB_CANCELLED = "cancelled"
-JOB_DEAD = "dead"
-JOB_STATES = (JOB_QUEUED, JOB_PROCESSING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED, JOB_DEAD)
+JOB_QUEUED = JobStatus.QUEUED
+JOB_PROCESSING = JobStatus.PROCESSING
+JOB_COMPLETED = JobStatus.COMPLETED
+JOB_FAILED = JobStatus.FAILED
+JOB_CANCELLED = JobStatus.CANCELLED
+JOB_DEAD = JobStatus.DEAD
+JOB_STATES = tuple(JobStatus)
 JOB_FINAL = frozenset({JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED, JOB_DEAD})
 
 

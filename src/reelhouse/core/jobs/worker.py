@@ -1,21 +1,27 @@
 """The worker runtime: claims tasks, runs their handlers, keeps leases alive, shuts down cleanly.
 
 One asyncio loop runs up to `concurrency` handlers. Housekeeping runs beside them: a heartbeat
-extends this worker's leases and notices cancel requests; a reaper returns tasks of vanished
-workers to the queue. On stop (SIGTERM) the worker claims nothing more, lets running handlers
-finish for `shutdown_grace`, then cancels the rest and gives their tasks back untouched.
+extends this worker's leases (a lease it no longer holds stops that run); a watcher notices
+cancel requests; a reaper returns tasks of vanished workers to the queue. On stop (SIGTERM) the
+worker claims nothing more, lets running handlers finish for `shutdown_grace`, then cancels the
+rest and gives their tasks back untouched.
+
+Lease times come from the database's clock; the worker's own clock (`WorkerOptions.clock`)
+only turns a provider's absolute "retry at" into a delay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,14 +30,15 @@ from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.batching import CompletionBatcher
 from reelhouse.core.jobs.context import TaskContext
-from reelhouse.core.jobs.errors import CircuitOpenError, PermanentError, RateLimitedError
-from reelhouse.core.jobs.queue import ClaimedTask, TaskQueue
+from reelhouse.core.jobs.errors import CircuitOpenError, LeaseLost, PermanentError, RateLimitedError
+from reelhouse.core.jobs.queue import ClaimedTask, Lease, TaskQueue
 from reelhouse.core.jobs.registry import TaskKind, TaskRegistry
 from reelhouse.core.jobs.retry import backoff_delay
+from reelhouse.core.jobs.states import Outcome
 from reelhouse.core.jobs.workers_table import WorkerRecord
 from reelhouse.core.telemetry.correlation import correlation_scope
 from reelhouse.core.telemetry.metrics import TASK_RUN_SECONDS, TASK_TRANSITIONS
-from reelhouse.core.telemetry.tracing import tracer
+from reelhouse.core.telemetry.tracing import task_context
 
 log = logging.getLogger("reelhouse.worker")
 
@@ -47,6 +54,7 @@ class WorkerOptions:
     capabilities: list[str] = field(default_factory=list)
     kinds: list[str] | None = None  # None: every registered kind
     progress_interval: float = 2.0
+    clock: Callable[[], datetime] = utcnow  # this host's clock; never used for leases
 
 
 class Worker:
@@ -54,16 +62,21 @@ class Worker:
         self.engine = engine
         self.registry = registry
         self.options = options
-        self.queue = TaskQueue(engine)
+        self.queue = TaskQueue(engine, hold_connections=True)
         self.record = WorkerRecord(engine, options.worker_id)
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._leases: dict[int, Lease] = {}
         self._running_kinds: Counter[str] = Counter()
         self._cancelling: set[int] = set()
         self._releasing: set[int] = set()
+        self._lost: set[int] = set()
+        self._completing: set[int] = set()  # handler returned; the result is being written
         self._stopping = asyncio.Event()
+        self._draining = False
         self._slot_freed = asyncio.Event()
-        self._completions = CompletionBatcher(lambda results: self.queue.succeed_many(self.id, results),
-                                              give_up_after=max(5.0, options.lease.total_seconds()))
+        self._completions: CompletionBatcher[Lease] = CompletionBatcher(
+            self.queue.succeed_many, give_up_after=max(5.0, options.lease.total_seconds())
+        )
 
     @property
     def id(self) -> str:
@@ -76,13 +89,22 @@ class Worker:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def request_drain(self) -> None:
+        """Take no more tasks, let the running ones finish however long they take, then stop."""
+        self._draining = True
+        self._stopping.set()
+
     async def run(self) -> None:
         await self.record.register(self.options.capabilities, [k.name for k in self.kinds()])
-        log.info("worker started", extra={"component": "worker", "worker_id": self.id,
-                                          "concurrency": self.options.concurrency})
-        housekeeping = [asyncio.create_task(self._heartbeat_loop()),
-                        asyncio.create_task(self._cancel_watch_loop()),
-                        asyncio.create_task(self._reaper_loop())]
+        log.info(
+            "worker started",
+            extra={"component": "worker", "worker_id": self.id, "concurrency": self.options.concurrency},
+        )
+        housekeeping = [
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._cancel_watch_loop()),
+            asyncio.create_task(self._reaper_loop()),
+        ]
         try:
             await self._claim_loop()
             await self._drain()
@@ -90,7 +112,8 @@ class Worker:
             for task in housekeeping:
                 task.cancel()
             await asyncio.gather(*housekeeping, return_exceptions=True)
-            await self.record.mark_stopped()
+            await self.queue.aclose()
+            await self.record.mark_stopped(drained=self._draining)
             log.info("worker stopped", extra={"component": "worker", "worker_id": self.id})
 
     # ---- claiming ------------------------------------------------------------------------
@@ -107,8 +130,7 @@ class Worker:
             await self._wait_for_wakeup(timeout=None if full else self.options.poll_interval)
 
     async def _wait_for_wakeup(self, timeout: float | None) -> None:
-        waiters = [asyncio.create_task(self._stopping.wait()),
-                   asyncio.create_task(self._slot_freed.wait())]
+        waiters = [asyncio.create_task(self._stopping.wait()), asyncio.create_task(self._slot_freed.wait())]
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
@@ -131,12 +153,18 @@ class Worker:
                     room = min(room, kind.concurrency_per_worker - self._running_kinds[kind.name])
                 if room > 0:
                     claimed += await self.queue.claim(
-                        self.id, [kind.name], room, self.options.lease, self.options.capabilities,
-                        global_limit=kind.concurrency_global)
+                        self.id,
+                        [kind.name],
+                        room,
+                        self.options.lease,
+                        self.options.capabilities,
+                        global_limit=kind.concurrency_global,
+                    )
             room = free - len(claimed)
             if free_kinds and room > 0:
-                claimed += await self.queue.claim(self.id, free_kinds, room, self.options.lease,
-                                                  self.options.capabilities)
+                claimed += await self.queue.claim(
+                    self.id, free_kinds, room, self.options.lease, self.options.capabilities
+                )
         except Exception:  # the database may be restarting: keep the worker alive and retry
             log.exception("claim failed", extra={"component": "worker"})
             await asyncio.sleep(self.options.poll_interval)
@@ -144,82 +172,118 @@ class Worker:
 
     def _start(self, task: ClaimedTask) -> None:
         self._running_kinds[task.kind] += 1
+        self._leases[task.id] = task.lease
         runner = asyncio.create_task(self._run(task), name=f"task-{task.id}")
         self._running[task.id] = runner
-        runner.add_done_callback(lambda _t, task=task: self._finished(task))
+        runner.add_done_callback(functools.partial(self._finished, task))
 
-    def _finished(self, task: ClaimedTask) -> None:
+    def _finished(self, task: ClaimedTask, _runner: object = None) -> None:
         self._running.pop(task.id, None)
+        self._leases.pop(task.id, None)
         self._running_kinds[task.kind] -= 1
-        self._cancelling.discard(task.id)
-        self._releasing.discard(task.id)
+        for marks in (self._cancelling, self._releasing, self._lost, self._completing):
+            marks.discard(task.id)
         self._slot_freed.set()
 
     # ---- running -------------------------------------------------------------------------
     async def _run(self, task: ClaimedTask) -> None:
         kind = self.registry.get(task.kind)
         with correlation_scope(task.correlation_id):
-            extra = {"component": "worker", "task_id": task.id, "kind": task.kind,
-                     "attempt": task.attempts}
+            extra = {"component": "worker", "task_id": task.id, "kind": task.kind, "attempt": task.attempts}
             if kind is None:
-                await self.queue.fail_permanently(task.id, self.id, f"unknown task kind {task.kind!r}")
+                await self.queue.fail_permanently(task.lease, f"unknown task kind {task.kind!r}")
                 return
-            ctx = TaskContext(task=task, queue=self.queue, owner=self.id,
-                              logger=logging.getLogger(f"reelhouse.task.{task.kind}"),
-                              progress_interval=self.options.progress_interval)
+            ctx = TaskContext(
+                task=task,
+                queue=self.queue,
+                owner=self.id,
+                logger=logging.getLogger(f"reelhouse.task.{task.kind}"),
+                progress_interval=self.options.progress_interval,
+                stop_lost_run=functools.partial(self._stop_lost, task.id),
+            )
             started = time.monotonic()
-            with tracer.start_as_current_span(f"task {task.kind}", attributes={
-                    "reelhouse.task_id": task.id, "reelhouse.job_id": task.job_id,
-                    "reelhouse.attempt": task.attempts}) as span:
+            with task_context(
+                task.trace_context,
+                f"task {task.kind}",
+                attributes={
+                    "reelhouse.task_id": task.id,
+                    "reelhouse.job_id": task.job_id,
+                    "reelhouse.attempt": task.attempts,
+                },
+            ) as span:
                 outcome = await self._execute(kind, task, ctx, extra)
-                span.set_attribute("reelhouse.outcome", outcome)
+                span.set_attribute("reelhouse.outcome", str(outcome))
             TASK_TRANSITIONS.labels(task.kind, outcome).inc()
             TASK_RUN_SECONDS.labels(task.kind, outcome).observe(time.monotonic() - started)
 
-    async def _execute(self, kind: TaskKind, task: ClaimedTask, ctx: TaskContext,
-                       extra: dict[str, Any]) -> str:
+    async def _execute(self, kind: TaskKind, task: ClaimedTask, ctx: TaskContext, extra: dict[str, Any]) -> str:
         timeout = task.timeout_seconds or kind.timeout
+        lease = task.lease
         try:
             async with asyncio.timeout(timeout):
                 result = await kind.handler(ctx)
+                if kind.finish is not None:
+                    result = await kind.finish(ctx, result)
         except asyncio.CancelledError:
+            if task.id in self._lost:
+                log.warning("lease lost; run stopped, nothing recorded", extra=extra)
+                return Outcome.LOST
             if task.id in self._releasing:
-                await asyncio.shield(self.queue.release(task.id, self.id))
+                await asyncio.shield(self.queue.release(lease))
                 log.info("task released on shutdown", extra=extra)
-                return "released"
+                return Outcome.RELEASED
             if task.id in self._cancelling:
-                await asyncio.shield(self.queue.mark_cancelled(task.id, self.id))
+                if await asyncio.shield(self.queue.mark_cancelled(lease)):
+                    await asyncio.shield(settle(self.engine, kind, task, states.CANCELLED, "cancelled"))
                 log.info("task cancelled", extra=extra)
-                return states.CANCELLED
+                return Outcome.CANCELLED
             raise
+        except LeaseLost as exc:
+            log.warning("run stopped: %s", exc.reason, extra=extra)
+            return Outcome.LOST
         except TimeoutError:
             return await self._retry(kind, task, f"timed out after {timeout:g}s", extra)
         except PermanentError as exc:
-            await self.queue.fail_permanently(task.id, self.id, exc.reason)
+            if await self.queue.fail_permanently(lease, exc.reason):
+                await settle(self.engine, kind, task, states.FAILED, exc.reason)
             log.warning("task failed permanently: %s", exc.reason, extra=extra)
-            return states.FAILED
+            return Outcome.FAILED
         except (RateLimitedError, CircuitOpenError) as exc:
-            error_class = "rate_limited" if isinstance(exc, RateLimitedError) else "circuit_open"
-            await self.queue.retry_later(task.id, self.id, exc.reason, exc.retry_at, task.attempts,
-                                         task.max_attempts, error_class, spend_attempt=False)
+            outcome = Outcome.RATE_LIMITED if isinstance(exc, RateLimitedError) else Outcome.CIRCUIT_OPEN
+            # The provider's time was turned into an absolute one on this host's clock; the
+            # wait is re-based on the database's.
+            delay = max(timedelta(0), exc.retry_at - self.options.clock())
+            await self.queue.retry_later(lease, exc.reason, delay, error_class=outcome, spend_attempt=False)
             log.info("task waits until %s: %s", exc.retry_at.isoformat(), exc.reason, extra=extra)
-            return error_class
+            return outcome
         except Exception as exc:  # anything unclassified is assumed transient
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             return await self._retry(kind, task, reason, extra)
-        if not await self._completions.submit(task.id, result):
+        self._completing.add(task.id)
+        if not await self._completions.submit(lease, result):
             log.warning("lease lost before completion; result dropped", extra=extra)
-            return "lost"
-        return states.SUCCEEDED
+            return Outcome.LOST
+        return Outcome.SUCCEEDED
 
     async def _retry(self, kind: TaskKind, task: ClaimedTask, reason: str, extra: dict[str, Any]) -> str:
         delay = backoff_delay(task.attempts, base=kind.backoff_base, cap=kind.backoff_cap)
-        outcome = await self.queue.retry_later(task.id, self.id, reason, utcnow() + delay,
-                                               task.attempts, task.max_attempts)
-        level = logging.ERROR if outcome == states.DEAD else logging.WARNING
-        log.log(level, "task %s: %s", "dead" if outcome == states.DEAD else "will retry", reason,
-                extra={**extra, "retry_in_s": round(delay.total_seconds(), 2)})
-        return "retried" if outcome == states.QUEUED else outcome
+        status = await self.queue.retry_later(task.lease, reason, delay)
+        if status is None:
+            log.warning("lease lost before the failure was recorded: %s", reason, extra=extra)
+            return Outcome.LOST
+        if status == states.DEAD:
+            await settle(self.engine, kind, task, states.DEAD, reason)
+            log.error("task dead: %s", reason, extra=extra)  # no retry follows: no retry_in_s
+        else:
+            log.warning("task will retry: %s", reason, extra={**extra, "retry_in_s": round(delay.total_seconds(), 2)})
+        return Outcome.DEAD if status == states.DEAD else Outcome.RETRIED
+
+    def _stop_lost(self, task_id: int) -> None:
+        """The run's lease is gone: stop it through cancellation (subprocesses included)."""
+        runner = self._running.get(task_id)
+        if runner is not None and not runner.done() and task_id not in self._lost:
+            self._lost.add(task_id)
+            runner.cancel()
 
     # ---- housekeeping --------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -227,14 +291,20 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                ids = list(self._running)
-                still_ours = await self.queue.heartbeat(self.id, ids, self.options.lease)
-                for lost in set(ids) - still_ours - self._cancelling:
-                    # Someone else owns it now (we stalled past the lease): stop our copy.
-                    if lost in self._running and not self._running[lost].done():
-                        log.warning("lease lost; stopping our run", extra={"task_id": lost})
-                        self._running[lost].cancel()
-                await self.record.heartbeat(ids)
+                held = [lease for i, lease in self._leases.items() if i not in self._completing]
+                still_ours = await self.queue.heartbeat(held, self.options.lease)
+                for lease in held:
+                    lost = lease.task_id
+                    # The lease is gone (we stalled past it; maybe another run has the task):
+                    # stop our copy, which can no longer write anything anyway.
+                    if lost in still_ours or lost in self._completing or lost not in self._running:
+                        continue
+                    if not self._running[lost].done():
+                        log.warning("lease lost; stopping our run", extra={"task_id": lost, "fence": lease.fence})
+                        self._stop_lost(lost)
+                if await self.record.heartbeat(list(self._running)) and not self._draining:
+                    log.info("drain requested: finishing current tasks, taking no more", extra={"worker_id": self.id})
+                    self.request_drain()
             except Exception:
                 log.exception("heartbeat failed", extra={"component": "worker"})
 
@@ -255,8 +325,7 @@ class Worker:
             try:
                 reaped = await self.queue.reap_expired_leases()
                 if reaped:
-                    log.warning("requeued %d tasks with expired leases", reaped,
-                                extra={"component": "worker"})
+                    log.warning("requeued %d tasks with expired leases", reaped, extra={"component": "worker"})
                     self._slot_freed.set()
             except Exception:
                 log.exception("reaper failed", extra={"component": "worker"})
@@ -269,7 +338,8 @@ class Worker:
         runners = list(self._running.values())  # re-read: some may have finished meanwhile
         if not runners:
             return
-        _done, pending = await asyncio.wait(runners, timeout=self.options.shutdown_grace)
+        grace = None if self._draining else self.options.shutdown_grace
+        _done, pending = await asyncio.wait(runners, timeout=grace)
         for runner in pending:
             task_id = next((i for i, t in self._running.items() if t is runner), None)
             if task_id is not None:
@@ -277,3 +347,13 @@ class Worker:
             runner.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+async def settle(engine: AsyncEngine, kind: TaskKind, task: ClaimedTask, status: str, reason: str) -> None:
+    """Run the kind's settle hook after this run ended the task without success."""
+    if kind.settle is None:
+        return
+    try:
+        await kind.settle(engine, task.job_id, status, reason)
+    except Exception:
+        log.exception("settle hook of %s failed", kind.name, extra={"task_id": task.id})

@@ -21,8 +21,15 @@ H264_ENCODERS: dict[Backend, str] = {"cpu": "libx264", "nvenc": "h264_nvenc", "v
 DEFAULT_VAAPI_DEVICE = "/dev/dri/renderD128"
 
 _NVENC_PRESETS = {
-    "ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
-    "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7",
+    "ultrafast": "p1",
+    "superfast": "p1",
+    "veryfast": "p2",
+    "faster": "p3",
+    "fast": "p4",
+    "medium": "p5",
+    "slow": "p6",
+    "slower": "p7",
+    "veryslow": "p7",
 }
 _QSV_PRESETS = {"ultrafast": "veryfast", "superfast": "veryfast"}  # others share x264's names
 
@@ -77,9 +84,12 @@ class VideoPipeline:
             args += [f"-preset:{s}", _QSV_PRESETS.get(rendition.preset, rendition.preset)]
         # VAAPI has no speed presets; its rate control follows from the bitrates below.
         args += [
-            f"-b:{s}", str(rendition.video_bitrate),
-            f"-maxrate:{s}", str(rendition.maxrate),
-            f"-bufsize:{s}", str(rendition.bufsize),
+            f"-b:{s}",
+            str(rendition.video_bitrate),
+            f"-maxrate:{s}",
+            str(rendition.maxrate),
+            f"-bufsize:{s}",
+            str(rendition.bufsize),
         ]
         return args
 
@@ -120,14 +130,32 @@ def video_pipeline(backend: Backend, info: MediaInfo, *, vaapi_device: str | Non
         if backend == "nvenc":
             return VideoPipeline(backend, ["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"])
         if backend == "vaapi":
-            return VideoPipeline(backend, [
-                "-hwaccel", "vaapi", "-hwaccel_device", device, "-hwaccel_output_format", "vaapi",
-                "-extra_hw_frames", _EXTRA_HW_FRAMES,
-            ])
-        return VideoPipeline(backend, [
-            "-hwaccel", "qsv", "-hwaccel_output_format", "qsv", "-extra_hw_frames", _EXTRA_HW_FRAMES,
-            "-c:v", _QSV_DECODERS[video.codec],
-        ])
+            return VideoPipeline(
+                backend,
+                [
+                    "-hwaccel",
+                    "vaapi",
+                    "-hwaccel_device",
+                    device,
+                    "-hwaccel_output_format",
+                    "vaapi",
+                    "-extra_hw_frames",
+                    _EXTRA_HW_FRAMES,
+                ],
+            )
+        return VideoPipeline(
+            backend,
+            [
+                "-hwaccel",
+                "qsv",
+                "-hwaccel_output_format",
+                "qsv",
+                "-extra_hw_frames",
+                _EXTRA_HW_FRAMES,
+                "-c:v",
+                _QSV_DECODERS[video.codec],
+            ],
+        )
     return upload_pipeline(backend, vaapi_device=device)
 
 
@@ -140,7 +168,9 @@ def upload_pipeline(backend: Backend, *, vaapi_device: str | None = None) -> Vid
     if backend == "vaapi":
         return VideoPipeline(backend, ["-init_hw_device", f"vaapi=gpu:{device}", *uses_device], "format=nv12,hwupload")
     if backend == "qsv":
-        return VideoPipeline(backend, ["-init_hw_device", "qsv=gpu", *uses_device], "format=nv12,hwupload=extra_hw_frames=64")
+        return VideoPipeline(
+            backend, ["-init_hw_device", "qsv=gpu", *uses_device], "format=nv12,hwupload=extra_hw_frames=64"
+        )
     return VideoPipeline("cpu")
 
 
@@ -151,6 +181,17 @@ def smoke_test_args(backend: Backend, *, vaapi_device: str | None = None) -> lis
     chain = ",".join(part for part in (pipeline.upload, pipeline.scale_filter(256, 144)) if part)
     return [
         *pipeline.input_args,
-        "-f", "lavfi", "-i", "color=c=black:s=256x144:r=25:d=1",
-        "-vf", chain, "-frames:v", "1", "-c:v", pipeline.encoder, "-f", "null", "-",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=256x144:r=25:d=1",
+        "-vf",
+        chain,
+        "-frames:v",
+        "1",
+        "-c:v",
+        pipeline.encoder,
+        "-f",
+        "null",
+        "-",
     ]

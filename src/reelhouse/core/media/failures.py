@@ -91,7 +91,9 @@ def classify_failure(
         if "Permission denied" in message:
             return TransientError(f"cannot read input {path}: {message}")
         return PermanentError(f"corrupt or unreadable input {path}: {message}")
-    return TransientError(f"{tool} exited with status {returncode}" + (f":\n{tail}" if tail else " and no error output"))
+    return TransientError(
+        f"{tool} exited with status {returncode}" + (f":\n{tail}" if tail else " and no error output")
+    )
 
 
 # Lines that mean the run failed even though ffmpeg exited 0: it encodes what it can read of a

@@ -114,7 +114,9 @@ class ProgressParser:
 def completed(progress: Progress | None, duration: float | None) -> Progress:
     """The report sent once a run succeeded: ffmpeg's last block often stops a frame short of the
     duration, and a finished job should read 100 %."""
-    base = progress or Progress(out_time=duration or 0.0, percent=None, fps=None, speed=None, eta_seconds=None, frame=None)
+    base = progress or Progress(
+        out_time=duration or 0.0, percent=None, fps=None, speed=None, eta_seconds=None, frame=None
+    )
     return replace(base, percent=100.0 if duration else base.percent, eta_seconds=0.0, finished=True)
 
 
@@ -149,8 +151,16 @@ async def run_ffmpeg(
     settings = settings or get_settings().media
     # -y: a retried task overwrites what a failed attempt left; -nostdin: no terminal games.
     argv = [
-        settings.ffmpeg_path, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
-        "-progress", "pipe:1", "-y", *args,
+        settings.ffmpeg_path,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+        "-y",
+        *args,
     ]
     parser = ProgressParser(duration)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)

@@ -117,38 +117,72 @@ def build_hls_ladder_args(
         args += pipeline.encoder_args(i, rendition)
     args += audio_args(info, renditions)
     args += pipeline.gop_args(gop_frames(info, segment_seconds), segment_seconds)
+    return args + hls_muxer_args(out_dir, renditions, has_audio=has_audio, segment_seconds=segment_seconds)
+
+
+def hls_muxer_args(
+    out_dir: Path, renditions: Sequence[Rendition], *, has_audio: bool, segment_seconds: int
+) -> list[str]:
+    """The HLS muxer half of a ladder command: one variant per rung (video i, audio i), VOD
+    playlists, MPEG-TS segments, the master playlist. Shared by the one-process ladder and the
+    stitch of a segment-parallel encode."""
     stream_map = " ".join(
         f"v:{i}" + (f",a:{i}" if has_audio else "") + f",name:{r.name}" for i, r in enumerate(renditions)
     )
-    args += [
-        "-f", "hls",
-        "-hls_time", str(segment_seconds),
-        "-hls_playlist_type", "vod",
-        "-hls_list_size", "0",
-        "-hls_flags", "independent_segments",
-        "-hls_segment_type", "mpegts",
-        "-hls_segment_filename", str(out_dir / "%v" / SEGMENT_PATTERN),
-        "-master_pl_name", MASTER_PLAYLIST,
-        "-var_stream_map", stream_map,
+    return [
+        "-f",
+        "hls",
+        "-hls_time",
+        str(segment_seconds),
+        "-hls_playlist_type",
+        "vod",
+        "-hls_list_size",
+        "0",
+        "-hls_flags",
+        "independent_segments",
+        "-hls_segment_type",
+        "mpegts",
+        "-hls_segment_filename",
+        str(out_dir / "%v" / SEGMENT_PATTERN),
+        "-master_pl_name",
+        MASTER_PLAYLIST,
+        "-var_stream_map",
+        stream_map,
         str(out_dir / "%v" / VARIANT_PLAYLIST),
     ]
-    return args
 
 
-def build_mp4_args(source: str, output: Path, rendition: Rendition, info: MediaInfo, *, pipeline: VideoPipeline) -> list[str]:
-    """ffmpeg arguments for one progressive MP4, moov atom first so playback starts before download ends."""
-    args = [*pipeline.input_args, "-i", source, "-filter_complex", video_filter_graph(pipeline, [rendition]), "-map", "[v0]"]
+def build_mp4_args(
+    source: str,
+    output: Path | str,
+    rendition: Rendition,
+    info: MediaInfo,
+    *,
+    pipeline: VideoPipeline,
+    movflags: str = "+faststart",
+) -> list[str]:
+    """ffmpeg arguments for one progressive MP4, moov atom first so playback starts before download ends.
+
+    `movflags` "+frag_keyframe+empty_moov+default_base_moof" makes a fragmented MP4 that can be
+    written to a pipe or URL (faststart needs a seekable output file)."""
+    args = [
+        *pipeline.input_args,
+        "-i",
+        source,
+        "-filter_complex",
+        video_filter_graph(pipeline, [rendition]),
+        "-map",
+        "[v0]",
+    ]
     if info.audio is not None:
         args += ["-map", "0:a:0"]
     args += pipeline.encoder_args(0, rendition)
     args += audio_args(info, [rendition])
-    args += ["-g", str(gop_frames(info, MP4_KEYFRAME_SECONDS)), "-movflags", "+faststart", "-f", "mp4", str(output)]
+    args += ["-g", str(gop_frames(info, MP4_KEYFRAME_SECONDS)), "-movflags", movflags, "-f", "mp4", str(output)]
     return args
 
 
-async def _pipeline_for(
-    info: MediaInfo, settings: MediaSettings, backend: Backend | None
-) -> VideoPipeline:
+async def _pipeline_for(info: MediaInfo, settings: MediaSettings, backend: Backend | None) -> VideoPipeline:
     if backend is None:
         if settings.hw_accel == "none":
             backend = "cpu"

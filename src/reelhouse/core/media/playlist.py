@@ -60,7 +60,7 @@ def parse_master_playlist(text: str) -> MasterPlaylist:
         if not line:
             continue
         if line.startswith(STREAM_INF):
-            pending = parse_attributes(line[len(STREAM_INF):])
+            pending = parse_attributes(line[len(STREAM_INF) :])
         elif pending is not None and not line.startswith("#"):
             variants.append(VariantEntry(line, pending))
             pending = None
@@ -74,7 +74,7 @@ def segment_durations(media_playlist: Path) -> list[float]:
     durations = []
     for line in media_playlist.read_text().splitlines():
         if line.startswith("#EXTINF:"):
-            durations.append(float(line[len("#EXTINF:"):].split(",")[0]))
+            durations.append(float(line[len("#EXTINF:") :].split(",")[0]))
     return durations
 
 
@@ -89,7 +89,7 @@ def h264_codec_string(extradata: bytes) -> str | None:
         return f"avc1.{extradata[1]:02x}{extradata[2]:02x}{extradata[3]:02x}"
     position = 0
     while (position := extradata.find(b"\x00\x00\x01", position)) != -1:
-        nal = extradata[position + 3: position + 7]
+        nal = extradata[position + 3 : position + 7]
         if len(nal) == 4 and nal[0] & 0x1F == 7:  # sequence parameter set
             return f"avc1.{nal[1]:02x}{nal[2]:02x}{nal[3]:02x}"
         position += 3
@@ -105,9 +105,19 @@ def parse_hexdump(dump: str) -> bytes:
 async def segment_codecs(segment: Path, settings: MediaSettings | None = None) -> str:
     """The CODECS value for a segment, read from the stream headers ffprobe reports."""
     settings = settings or get_settings().media
-    output = await run_tool([
-        settings.ffprobe_path, "-v", "error", "-print_format", "json", "-show_streams", "-show_data", "-i", str(segment),
-    ])
+    output = await run_tool(
+        [
+            settings.ffprobe_path,
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_data",
+            "-i",
+            str(segment),
+        ]
+    )
     if output.returncode != 0:
         raise PermanentError(f"cannot read segment {segment.name}: {output.stderr_text.strip()[-300:]}")
     codecs: list[str] = []

@@ -195,8 +195,16 @@ async def probe_media(path: str | Path, *, settings: MediaSettings | None = None
     settings = settings or get_settings().media
     target = str(path)
     argv = [
-        settings.ffprobe_path, "-hide_banner", "-v", "error",
-        "-print_format", "json", "-show_format", "-show_streams", "-i", target,
+        settings.ffprobe_path,
+        "-hide_banner",
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        "-i",
+        target,
     ]
     output = await run_tool(argv)
     if output.returncode != 0:
@@ -208,7 +216,5 @@ async def probe_media(path: str | Path, *, settings: MediaSettings | None = None
     info = media_info_from_ffprobe(target, data)
     if not info.video_streams and not info.audio_streams:
         detail = output.stderr_text.strip().splitlines()
-        raise PermanentError(
-            f"no audio or video streams in {target}" + (f": {detail[-1]}" if detail else "")
-        )
+        raise PermanentError(f"no audio or video streams in {target}" + (f": {detail[-1]}" if detail else ""))
     return info

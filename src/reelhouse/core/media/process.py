@@ -47,17 +47,20 @@ async def start_tool(argv: Sequence[str]) -> asyncio.subprocess.Process:
 
 
 def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
 
 
 async def stop_process_group(process: asyncio.subprocess.Process, grace: float = DEFAULT_STOP_GRACE) -> None:
-    """SIGTERM the group (ffmpeg then finishes its current packet and exits), SIGKILL after `grace`.
+    """SIGTERM the group (ffmpeg then finishes its current packet and exits), SIGKILL after `grace`,
+    and SIGKILL the group once more when the leader is gone: a helper it started (yt-dlp's
+    aria2c or ffmpeg) must not outlive it.
 
     Safe to call when the process already exited. If the caller is cancelled again while waiting
     out the grace period, the group is killed at once and the cancellation propagates.
     """
     if process.returncode is not None:
+        _signal_group(process, signal.SIGKILL)
         return
     _signal_group(process, signal.SIGTERM)
     cancelled_while_waiting = False
@@ -67,8 +70,8 @@ async def stop_process_group(process: asyncio.subprocess.Process, grace: float =
         pass
     except asyncio.CancelledError:
         cancelled_while_waiting = True
+    _signal_group(process, signal.SIGKILL)
     if process.returncode is None:
-        _signal_group(process, signal.SIGKILL)
         await process.wait()
     if cancelled_while_waiting:
         raise asyncio.CancelledError()

@@ -24,9 +24,24 @@ from pydantic import (
 from reelhouse.core.media.probe import MediaInfo
 
 X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
 )
 Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+
+MAX_RENDITIONS = 8
+MAX_WIDTH, MAX_HEIGHT = 7680, 4320  # 8K UHD
+MIN_DIMENSION = 16
+MAX_VIDEO_BITRATE = 200_000_000  # above any sane H.264 ladder rung, 8K included
+MAX_AUDIO_BITRATE = 1_000_000
+PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*(?:bps|b/s)?\s*$")
 
@@ -34,15 +49,16 @@ _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*(?:bps|b/s)?\s*$")
 def parse_bitrate(value: Any) -> Any:
     """Accept ffmpeg-style bitrates ('5000k', '5M', 800000) and store bits per second."""
     if isinstance(value, str):
-        match = _BITRATE.match(value)
+        match = _BITRATE.match(value) if len(value) <= 32 else None
         if not match:
-            raise ValueError(f"invalid bitrate {value!r} (examples: 800k, 5M, 128000)")
+            raise ValueError(f"invalid bitrate {value[:32]!r} (examples: 800k, 5M, 128000)")
         scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
         return int(float(match.group(1)) * scale)
     return value
 
 
-Bitrate = Annotated[int, BeforeValidator(parse_bitrate), Field(gt=0)]
+Bitrate = Annotated[int, BeforeValidator(parse_bitrate), Field(gt=0, le=MAX_VIDEO_BITRATE)]
+AudioBitrate = Annotated[int, BeforeValidator(parse_bitrate), Field(ge=8_000, le=MAX_AUDIO_BITRATE)]
 
 
 def even(value: float) -> int:
@@ -60,12 +76,12 @@ class Rendition(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
+    width: int = Field(ge=MIN_DIMENSION, le=MAX_WIDTH)
+    height: int = Field(ge=MIN_DIMENSION, le=MAX_HEIGHT)
     video_bitrate: Bitrate
     maxrate: Bitrate | None = None
-    bufsize: Bitrate | None = None
-    audio_bitrate: Bitrate = 128_000
+    bufsize: Annotated[int, BeforeValidator(parse_bitrate), Field(gt=0, le=4 * MAX_VIDEO_BITRATE)] | None = None
+    audio_bitrate: AudioBitrate = 128_000
     codec: Literal["h264"] = "h264"
     preset: Preset = "veryfast"
 
@@ -80,7 +96,7 @@ class Rendition(BaseModel):
     def _rate_control(self) -> Rendition:
         # Capped VBR by default: peaks up to 1.07x, a 1.5x buffer, the usual HLS authoring advice.
         if self.maxrate is None:
-            object.__setattr__(self, "maxrate", round(self.video_bitrate * 1.07))
+            object.__setattr__(self, "maxrate", min(round(self.video_bitrate * 1.07), MAX_VIDEO_BITRATE))
         if self.bufsize is None:
             object.__setattr__(self, "bufsize", round(self.video_bitrate * 1.5))
         assert self.maxrate is not None
@@ -98,9 +114,9 @@ class Rendition(BaseModel):
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=PROFILE_NAME_PATTERN)
     kind: Literal["hls", "mp4"] = "hls"
-    renditions: list[Rendition] = Field(min_length=1)
+    renditions: list[Rendition] = Field(min_length=1, max_length=MAX_RENDITIONS)
     segment_seconds: int | None = Field(None, ge=1, le=60)
     """HLS segment length; None means the worker's HLS_SEGMENT_SECONDS."""
 
@@ -108,7 +124,7 @@ class Profile(BaseModel):
     def _consistent(self) -> Profile:
         names = [r.name for r in self.renditions]
         if len(set(names)) != len(names):
-            raise ValueError(f"rendition names must be unique, got {names}")
+            raise ValueError(f"rendition names must be unique, got {names[:MAX_RENDITIONS]}")
         if self.kind == "mp4" and len(self.renditions) != 1:
             raise ValueError("an mp4 profile has exactly one rendition")
         ordered = sorted(self.renditions, key=lambda r: r.height, reverse=True)
@@ -117,7 +133,9 @@ class Profile(BaseModel):
 
     def with_preset(self, preset: Preset) -> Profile:
         """The same ladder at another encoder speed (tests and benches use ultrafast)."""
-        return self.model_copy(update={"renditions": [r.model_copy(update={"preset": preset}) for r in self.renditions]})
+        return self.model_copy(
+            update={"renditions": [r.model_copy(update={"preset": preset}) for r in self.renditions]}
+        )
 
 
 def load_profile(data: Mapping[str, Any]) -> Profile:
@@ -128,26 +146,36 @@ def load_profile(data: Mapping[str, Any]) -> Profile:
 BUILTIN_PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
-        load_profile({
-            "name": "hls-default",
-            "kind": "hls",
-            "renditions": [
-                {"name": "1080p", "width": 1920, "height": 1080, "video_bitrate": "5000k", "audio_bitrate": "128k"},
-                {"name": "720p", "width": 1280, "height": 720, "video_bitrate": "2800k", "audio_bitrate": "128k"},
-                {"name": "480p", "width": 854, "height": 480, "video_bitrate": "1400k", "audio_bitrate": "96k"},
-                {"name": "360p", "width": 640, "height": 360, "video_bitrate": "800k", "audio_bitrate": "96k"},
-            ],
-        }),
-        load_profile({
-            "name": "mp4-720p",
-            "kind": "mp4",
-            "renditions": [{"name": "720p", "width": 1280, "height": 720, "video_bitrate": "2800k", "audio_bitrate": "128k"}],
-        }),
-        load_profile({
-            "name": "mp4-1080p",
-            "kind": "mp4",
-            "renditions": [{"name": "1080p", "width": 1920, "height": 1080, "video_bitrate": "5000k", "audio_bitrate": "160k"}],
-        }),
+        load_profile(
+            {
+                "name": "hls-default",
+                "kind": "hls",
+                "renditions": [
+                    {"name": "1080p", "width": 1920, "height": 1080, "video_bitrate": "5000k", "audio_bitrate": "128k"},
+                    {"name": "720p", "width": 1280, "height": 720, "video_bitrate": "2800k", "audio_bitrate": "128k"},
+                    {"name": "480p", "width": 854, "height": 480, "video_bitrate": "1400k", "audio_bitrate": "96k"},
+                    {"name": "360p", "width": 640, "height": 360, "video_bitrate": "800k", "audio_bitrate": "96k"},
+                ],
+            }
+        ),
+        load_profile(
+            {
+                "name": "mp4-720p",
+                "kind": "mp4",
+                "renditions": [
+                    {"name": "720p", "width": 1280, "height": 720, "video_bitrate": "2800k", "audio_bitrate": "128k"}
+                ],
+            }
+        ),
+        load_profile(
+            {
+                "name": "mp4-1080p",
+                "kind": "mp4",
+                "renditions": [
+                    {"name": "1080p", "width": 1920, "height": 1080, "video_bitrate": "5000k", "audio_bitrate": "160k"}
+                ],
+            }
+        ),
     )
 }
 

@@ -41,8 +41,9 @@ def format_vtt_time(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
 
 
-def sprite_vtt(image_name: str, *, duration: float, interval: float, tiles: int, columns: int,
-               tile_width: int, tile_height: int) -> str:
+def sprite_vtt(
+    image_name: str, *, duration: float, interval: float, tiles: int, columns: int, tile_width: int, tile_height: int
+) -> str:
     cues = ["WEBVTT", ""]
     for n in range(tiles):
         start, end = n * interval, min((n + 1) * interval, duration)
@@ -87,8 +88,23 @@ async def make_thumbnail(
     output.parent.mkdir(parents=True, exist_ok=True)
     # -ss before -i seeks on the demuxer (fast) and decodes only from the preceding keyframe.
     await run_ffmpeg(
-        ["-ss", f"{at:.3f}", "-i", str(source), "-map", "0:v:0", "-frames:v", "1",
-         "-vf", f"scale={thumb_width}:{thumb_height},setsar=1", "-q:v", JPEG_QUALITY, "-update", "1", str(output)],
+        [
+            "-ss",
+            f"{at:.3f}",
+            "-i",
+            str(source),
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={thumb_width}:{thumb_height},setsar=1",
+            "-q:v",
+            JPEG_QUALITY,
+            "-update",
+            "1",
+            str(output),
+        ],
         settings=settings,
     )
     if not output.exists():
@@ -129,13 +145,42 @@ async def make_sprite_sheet(
     # fps=1/interval yields the frame nearest each multiple of the interval; tile lays them out
     # row by row, and -frames:v 1 keeps only the first sheet if rounding produced one extra frame.
     await run_ffmpeg(
-        ["-i", str(source), "-map", "0:v:0",
-         "-vf", f"fps=1/{interval:.6f},scale={width}:{height},setsar=1,tile={columns}x{rows}",
-         "-frames:v", "1", "-q:v", JPEG_QUALITY, "-update", "1", str(image)],
+        [
+            "-i",
+            str(source),
+            "-map",
+            "0:v:0",
+            "-vf",
+            f"fps=1/{interval:.6f},scale={width}:{height},setsar=1,tile={columns}x{rows}",
+            "-frames:v",
+            "1",
+            "-q:v",
+            JPEG_QUALITY,
+            "-update",
+            "1",
+            str(image),
+        ],
         duration=duration,
         settings=settings,
     )
-    vtt.write_text(sprite_vtt(image_name, duration=duration, interval=interval, tiles=tiles, columns=columns,
-                              tile_width=width, tile_height=height))
-    return SpriteSheet(image=image, vtt=vtt, columns=columns, rows=rows, tile_width=width,
-                       tile_height=height, interval=interval, tiles=tiles)
+    vtt.write_text(
+        sprite_vtt(
+            image_name,
+            duration=duration,
+            interval=interval,
+            tiles=tiles,
+            columns=columns,
+            tile_width=width,
+            tile_height=height,
+        )
+    )
+    return SpriteSheet(
+        image=image,
+        vtt=vtt,
+        columns=columns,
+        rows=rows,
+        tile_width=width,
+        tile_height=height,
+        interval=interval,
+        tiles=tiles,
+    )

@@ -50,7 +50,8 @@ class KeyNotConfigured(CryptoError):
     def __init__(self, key_id: str) -> None:
         super().__init__(
             f"this value was encrypted with master key id {key_id!r}, which is not configured: "
-            "set it as MASTER_ENCRYPTION_KEY or list it in MASTER_ENCRYPTION_KEY_PREVIOUS")
+            "set it as MASTER_ENCRYPTION_KEY or list it in MASTER_ENCRYPTION_KEY_PREVIOUS"
+        )
         self.key_id = key_id
 
 
@@ -81,8 +82,9 @@ def derive_key(secret: str) -> bytes:
             continue
         if len(raw) == KEY_BYTES:
             return raw
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_HKDF_SALT,
-                info=b"reelhouse envelope kek").derive(text.encode("utf-8"))
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_HKDF_SALT, info=b"reelhouse envelope kek").derive(
+        text.encode("utf-8")
+    )
 
 
 def key_id_for(key: bytes) -> str:
@@ -168,8 +170,9 @@ class Keyring:
         try:
             return AESGCM(dek).decrypt(nonce, body, _DATA_AAD + _context_bytes(context))
         except InvalidTag:
-            raise DecryptionFailed("ciphertext does not authenticate (tampered, or stored under "
-                                   "another record)") from None
+            raise DecryptionFailed(
+                "ciphertext does not authenticate (tampered, or stored under another record)"
+            ) from None
 
     def decrypt_text(self, token: str, context: bytes | str = b"") -> str:
         return self.decrypt(token, context).decode("utf-8")

@@ -1,4 +1,4 @@
-"""Sliding-window rate limiter keyed by client (IP, or IP + username for logins)."""
+"""Sliding-window rate limiter; logins use two, one keyed by client address, one by account."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ class SlidingWindowLimiter:
         if len(hits) >= self.limit:
             return False, hits[0] + self.window - now
         hits.append(now)
+        return True, 0.0
+
+    def peek(self, key: str, now: float | None = None) -> tuple[bool, float]:
+        """Like `hit`, without recording an attempt (Basic auth: only failures count)."""
+        now = time.monotonic() if now is None else now
+        hits = self._hits.get(key)
+        if not hits:
+            return True, 0.0
+        recent = [t for t in hits if t > now - self.window]
+        if len(recent) >= self.limit:
+            return False, recent[0] + self.window - now
         return True, 0.0
 
     def _evict(self, now: float) -> None:

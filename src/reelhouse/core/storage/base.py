@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -197,7 +197,7 @@ class Storage(Protocol):
         """
         ...
 
-    def get(self, key: str, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
+    def get(self, key: str, byte_range: ByteRange | None = None) -> AsyncGenerator[bytes, None]:
         """Stream the object, or `(start, end_inclusive)` of it."""
         ...
 
@@ -207,7 +207,7 @@ class Storage(Protocol):
         """Remove the object; deleting a missing key is not an error (as on S3)."""
         ...
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    def list(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
         """Objects whose key starts with `prefix` (a string prefix, not a directory).
 
         The filesystem backend and AWS list in key order, but some S3-compatible servers

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import io
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, TypeVar
 
 from reelhouse.core.storage.base import ByteRange, ObjectInfo, StorageError, resolve_range
@@ -36,7 +36,7 @@ async def run_blocking(fn: Callable[..., T], *args: Any, discard: Callable[[T], 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def copy_file(src_path: str | os.PathLike[str], dst_fd: int, chunk_size: int) -> None:
@@ -64,7 +64,7 @@ class FsReader:
         self._file = file
         self._chunk_size = chunk_size
 
-    async def chunks(self, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
+    async def chunks(self, byte_range: ByteRange | None = None) -> AsyncGenerator[bytes, None]:
         """Stream the object (or a range of it), then close the reader."""
         try:
             span = resolve_range(self.info.key, byte_range, self.info.size)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -147,7 +147,7 @@ class S3Storage:
 
     # -- put -------------------------------------------------------------------------------
 
-    def _parts(self, source: ByteSource) -> tuple[int, AsyncIterator[bytes | bytearray]]:
+    def _parts(self, source: ByteSource) -> tuple[int, AsyncGenerator[bytes | bytearray, None]]:
         """The part size for this source and its parts; every part but the last is full."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             return self.part_size, memory_parts(source, self.part_size)
@@ -187,12 +187,10 @@ class S3Storage:
         )
 
     async def _multipart(
-        self, s3: Any, key: str, parts: AsyncIterator[bytes | bytearray]
+        self, s3: Any, key: str, parts: AsyncGenerator[bytes | bytearray, None]
     ) -> tuple[dict[str, Any], int]:
         with self._errors("multipart upload of", key):
-            created = await s3.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=guess_content_type(key)
-            )
+            created = await s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=guess_content_type(key))
         upload_id = created["UploadId"]
         etags: dict[int, str] = {}
         in_flight: set[asyncio.Task[None]] = set()
@@ -252,13 +250,13 @@ class S3Storage:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(self, key: str, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
+    def get(self, key: str, byte_range: ByteRange | None = None) -> AsyncGenerator[bytes, None]:
         validate_key(key)
         if byte_range is not None:
             byte_range = check_range(key, byte_range)
         return self._read(key, byte_range)
 
-    async def _read(self, key: str, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+    async def _read(self, key: str, byte_range: ByteRange | None) -> AsyncGenerator[bytes, None]:
         s3 = await self._client()
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if byte_range is not None:
@@ -305,11 +303,11 @@ class S3Storage:
         with self._errors("delete", key):
             await s3.delete_object(Bucket=self.bucket, Key=key)
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    def list(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
         validate_prefix(prefix)
         return self._list(prefix)
 
-    async def _list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def _list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
         s3 = await self._client()
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         with self._errors("list", prefix):

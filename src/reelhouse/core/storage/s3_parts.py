@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from reelhouse.core.storage.fs_io import run_blocking
 
 
-async def file_parts(path: str | os.PathLike[str], part_size: int) -> AsyncIterator[bytes]:
+async def file_parts(path: str | os.PathLike[str], part_size: int) -> AsyncGenerator[bytes, None]:
     with open(path, "rb") as file:
         while part := await run_blocking(file.read, part_size):
             yield part
 
 
-async def stream_parts(source: AsyncIterable[bytes], part_size: int) -> AsyncIterator[bytearray]:
+async def stream_parts(source: AsyncIterable[bytes], part_size: int) -> AsyncGenerator[bytearray, None]:
     # Each part is one preallocated buffer filled in place: every byte is copied once, and no
     # join or slice ever holds a second copy of a part.
     part, filled = bytearray(part_size), 0
@@ -35,7 +35,7 @@ async def stream_parts(source: AsyncIterable[bytes], part_size: int) -> AsyncIte
         yield part
 
 
-async def memory_parts(data: bytes | bytearray | memoryview, part_size: int) -> AsyncIterator[bytes]:
+async def memory_parts(data: bytes | bytearray | memoryview, part_size: int) -> AsyncGenerator[bytes, None]:
     view = memoryview(data)
     for offset in range(0, len(view), part_size):
         yield bytes(view[offset : offset + part_size])
@@ -85,8 +85,8 @@ class PartBody(io.RawIOBase):
 
 
 async def prepend(
-    first: list[bytes | bytearray], rest: AsyncIterator[bytes | bytearray]
-) -> AsyncIterator[bytes | bytearray]:
+    first: list[bytes | bytearray], rest: AsyncGenerator[bytes | bytearray, None]
+) -> AsyncGenerator[bytes | bytearray, None]:
     # pop() rather than iterate, so parts already handed out are not kept alive by the list.
     while first:
         yield first.pop(0)

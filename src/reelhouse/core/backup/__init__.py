@@ -1,0 +1,1 @@
+"""Backups: `reelhouse backup create|restore|verify` and the periodic restore test."""
