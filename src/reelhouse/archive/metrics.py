@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.archive.models import vods
-from reelhouse.core.jobs.circuit import STATE_CODES, BreakerState
 from reelhouse.core.db.engine import write_connection
+from reelhouse.core.jobs.circuit import STATE_CODES, BreakerState
 from reelhouse.core.jobs.kv import EMA_ALPHA, get_value, set_value
-from reelhouse.core.telemetry.metrics import CIRCUIT_OPEN, CIRCUIT_STATE
+from reelhouse.core.telemetry.metrics import CIRCUIT_OPEN, CIRCUIT_STATE, counter, gauge, histogram
 
 DOWNLOAD_BUCKETS = (60, 300, 600, 1800, 3600, 7200)  # 1m 5m 10m 30m 1h 2h
 UPLOAD_BUCKETS = (30, 60, 120, 300, 600, 1800)  # 30s 1m 2m 5m 10m 30m
@@ -29,40 +28,25 @@ TOTAL_BUCKETS = (60, 300, 900, 1800, 3600, 7200)  # 1m 5m 15m 30m 1h 2h
 STEP_BUCKETS = tuple(sorted(set(DOWNLOAD_BUCKETS + UPLOAD_BUCKETS + TOTAL_BUCKETS)))
 
 
-def _existing(name: str) -> Any:
-    # A second import of this module (reloads, importlib test mode) must reuse the collectors.
-    return REGISTRY._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup exists
-
-
-def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-    return _existing(name) or Counter(name.removesuffix("_total"), doc, labels)
-
-
-def _histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
-    return _existing(f"{name}_bucket") or Histogram(name, doc, labels, buckets=buckets)
-
-
-def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-    return _existing(name) or Gauge(name, doc, labels)
-
-
-DOWNLOADS_STARTED = _counter("vod_downloads_started_total", "Download attempts started", ("channel",))
-DOWNLOADS_SUCCEEDED = _counter("vod_downloads_succeeded_total", "Download attempts that finished", ("channel",))
-DOWNLOADS_FAILED = _counter("vod_downloads_failed_total", "Download attempts that failed", ("channel",))
-UPLOADS_SUCCEEDED = _counter("vod_uploads_succeeded_total", "Uploads to YouTube that finished", ("channel",))
-UPLOADS_FAILED = _counter("vod_uploads_failed_total", "Upload attempts that failed", ("channel",))
-PROCESSING_CYCLES = _counter("vod_processing_cycles_total", "Discovery/processing cycles run", ("channel",))
-CIRCUIT_FAILURES = _counter("vod_circuit_breaker_failures_total", "Failures counted by circuit breakers",
-                            ("channel",))
-CIRCUIT_CHANGES = _counter("circuit_breaker_state_changes_total", "Circuit breaker state transitions",
-                           ("from", "to"))
-DOWNLOAD_SECONDS = _histogram("vod_download_duration_seconds", "Download duration", DOWNLOAD_BUCKETS)
-UPLOAD_SECONDS = _histogram("vod_upload_duration_seconds", "Upload duration", UPLOAD_BUCKETS)
-TOTAL_SECONDS = _histogram("vod_processing_total_duration_seconds",
-                           "From the first download attempt to the end of the upload", TOTAL_BUCKETS)
-STEP_SECONDS = _histogram("vod_processing_step_duration_seconds", "Duration of one processing step",
-                          STEP_BUCKETS, ("step",))
-QUEUE_DEPTH = _gauge("vod_queue_depth", "Unprocessed VODs (placeholders excluded)", ("channel",))
+DOWNLOADS_STARTED = counter("vod_downloads_started_total", "Download attempts started", ("channel",))
+DOWNLOADS_SUCCEEDED = counter("vod_downloads_succeeded_total", "Download attempts that finished", ("channel",))
+DOWNLOADS_FAILED = counter("vod_downloads_failed_total", "Download attempts that failed", ("channel",))
+UPLOADS_SUCCEEDED = counter("vod_uploads_succeeded_total", "Uploads to YouTube that finished", ("channel",))
+UPLOADS_FAILED = counter("vod_uploads_failed_total", "Upload attempts that failed", ("channel",))
+PROCESSING_CYCLES = counter("vod_processing_cycles_total", "Discovery/processing cycles run", ("channel",))
+CIRCUIT_FAILURES = counter("vod_circuit_breaker_failures_total", "Failures counted by circuit breakers", ("channel",))
+CIRCUIT_CHANGES = counter("circuit_breaker_state_changes_total", "Circuit breaker state transitions", ("from", "to"))
+DOWNLOAD_SECONDS = histogram("vod_download_duration_seconds", "Download duration", buckets=DOWNLOAD_BUCKETS)
+UPLOAD_SECONDS = histogram("vod_upload_duration_seconds", "Upload duration", buckets=UPLOAD_BUCKETS)
+TOTAL_SECONDS = histogram(
+    "vod_processing_total_duration_seconds",
+    "From the first download attempt to the end of the upload",
+    buckets=TOTAL_BUCKETS,
+)
+STEP_SECONDS = histogram(
+    "vod_processing_step_duration_seconds", "Duration of one processing step", ("step",), buckets=STEP_BUCKETS
+)
+QUEUE_DEPTH = gauge("vod_queue_depth", "Unprocessed VODs (placeholders excluded)", ("channel",))
 
 
 def unprocessed_condition():
@@ -71,9 +55,12 @@ def unprocessed_condition():
 
 async def queue_depth_by_channel(engine: AsyncEngine) -> dict[str, int]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(vods.c.channel, func.count()).where(unprocessed_condition())
-                                   .group_by(vods.c.channel))).all()
-    return {channel: count for channel, count in rows}
+        rows = (
+            await conn.execute(
+                select(vods.c.channel, func.count()).where(unprocessed_condition()).group_by(vods.c.channel)
+            )
+        ).all()
+    return dict(rows)
 
 
 async def refresh_archive_gauges(runtime: Any) -> None:
@@ -104,7 +91,7 @@ async def record_average(engine: AsyncEngine, key: str, milliseconds: float, cha
             for scope in dict.fromkeys((channel, "")):
                 previous = await get_value(conn, key, scope)
                 ema = milliseconds if previous is None else EMA_ALPHA * milliseconds + (1 - EMA_ALPHA) * float(previous)
-                await set_value(conn, key, str(int(round(ema))), scope)
+                await set_value(conn, key, str(round(ema)), scope)
     finally:
         await conn.close()
 

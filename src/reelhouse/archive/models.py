@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -27,8 +28,13 @@ channels = Table(
     Column("name", String(64), primary_key=True),  # Twitch login, lowercase
     Column("twitch_user_id", String(32)),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    # Paused by an operator: listed, but not discovered and its chat not recorded.
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("source", String(16), nullable=False, server_default="api"),  # env | api | cli
     Column("created_at", UtcDateTime, nullable=False),
+    # vod | live | both: download the VOD after the stream, record the live stream, or both with
+    # the better copy kept (migration tl0001).
+    Column("record_mode", String(8), nullable=False, server_default="vod"),
 )
 
 vods = Table(
@@ -65,6 +71,9 @@ vods = Table(
     Index("idx_vods_channel_date", "channel", "date"),
     Index("idx_vods_channel_processed", "channel", "processed", "priority", "date"),
 )
+# The VOD lists' order (newest first by date, else first seen; migration a0004).
+Index("idx_vods_sort", func.coalesce(vods.c.date, vods.c.created_at).desc(), vods.c.id.desc())
+Index("idx_vods_channel_sort", vods.c.channel, func.coalesce(vods.c.date, vods.c.created_at).desc(), vods.c.id.desc())
 
 oauth_tokens = Table(
     "oauth_tokens",
@@ -118,4 +127,34 @@ chat_gaps = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime, nullable=False),
     Column("reason", Text),
+)
+
+# One live recording per stream (migration tl0001): keyed by the stream's chat placeholder
+# (`live-<unix>`), linked to the real VOD once chat reconciliation finds it.
+live_recordings = Table(
+    "live_recordings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False),
+    Column("placeholder", String(64), nullable=False, unique=True),
+    Column("vod_id", String(64)),  # the real VOD, set by reconciliation
+    Column("stream_id", String(64)),
+    Column("broadcast_id", String(64)),  # usher's BROADCAST-ID: another one means another stream
+    Column("started_at", UtcDateTime, nullable=False),  # Helix's started_at of the stream
+    Column("mode", String(8), nullable=False),  # the channel's record_mode when recording began
+    Column("state", String(16), nullable=False),  # recording | finished | failed | kept | discarded | cancelled
+    Column("segments", Integer, nullable=False, server_default="0"),
+    Column("ad_segments", Integer, nullable=False, server_default="0"),
+    Column("lost_segments", Integer, nullable=False, server_default="0"),
+    Column("discontinuities", Integer, nullable=False, server_default="0"),
+    Column("last_sequence", BigInteger),
+    Column("last_program_date", Text),  # PROGRAM-DATE-TIME of the last stored segment (ISO 8601)
+    Column("first_elapsed", Float),  # broadcast seconds before the first stored segment (0: from the start)
+    Column("recorded_seconds", Float, nullable=False, server_default="0"),
+    Column("duration_seconds", Float),  # of the finished file (ffprobe)
+    Column("path", Text),  # the finished MP4
+    Column("error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime),
+    Index("idx_live_recordings_vod", "vod_id"),
 )

@@ -18,24 +18,23 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from reelhouse.archive.models import vods
+from reelhouse.archive.kinds import FILE_TASKS
+from reelhouse.archive.services import channel_directory
 from reelhouse.archive.settings import ArchiveSettings
-from reelhouse.core.db.models import tasks
+from reelhouse.archive.store import VodStore
 from reelhouse.core.db.types import utcnow
-from reelhouse.core.jobs import states
 
 log = logging.getLogger("reelhouse.archive.retention")
 
 # Files the download/upload path creates next to `twitch_<id>.mp4`.
-_TEMP_NAME = re.compile(r"\.?twitch_(?P<id>[A-Za-z0-9_-]+)\.(?:temp\.mp4|(?:transcoded\.)?mp4"
-                        r"(?:\.(?:part|ytdl|tmp|lock|temp)\S*|\.partial-[0-9a-f]+))$")
+_TEMP_NAME = re.compile(
+    r"\.?twitch_(?P<id>[A-Za-z0-9_-]+)\.(?:temp\.mp4|(?:transcoded\.)?mp4"
+    r"(?:\.(?:part|ytdl|tmp|lock|temp)\S*|\.partial-[0-9a-f]+))$"
+)
 
 
 @dataclass
@@ -47,14 +46,6 @@ class RetentionReport:
     bytes_freed: int = 0
     temp_removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-async def active_vod_ids(engine: AsyncEngine) -> set[str]:
-    """VODs with a queued or running download/upload task: their files are in use."""
-    query = select(tasks.c.payload).where(tasks.c.kind.in_(("vod.download", "vod.upload")),
-                                          tasks.c.status.in_((states.QUEUED, states.RUNNING)))
-    async with engine.connect() as conn:
-        return {str(payload.get("vod_id")) for (payload,) in (await conn.execute(query)).all()}
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -71,21 +62,19 @@ def retained_ids(rows: list[Any], settings: ArchiveSettings, active: set[str], n
         keep |= {r.twitch_vod_id for r in rows if (r.date or r.created_at) >= cutoff}
     if settings.retention_keep_count > 0:
         newest = sorted(rows, key=lambda r: r.date or r.created_at, reverse=True)
-        keep |= {r.twitch_vod_id for r in newest[:settings.retention_keep_count]}
+        keep |= {r.twitch_vod_id for r in newest[: settings.retention_keep_count]}
     return keep
 
 
-async def apply_retention(engine: AsyncEngine, data_dir: Path, settings: ArchiveSettings,
-                          *, now: datetime | None = None) -> RetentionReport:
+async def apply_retention(
+    store: VodStore, data_dir: Path, settings: ArchiveSettings, *, now: datetime | None = None
+) -> RetentionReport:
     report = RetentionReport(dry_run=settings.retention_dry_run)
     if settings.retention_keep_days <= 0 and settings.retention_keep_count <= 0:
         return report  # no policy configured: keep everything (vod-tender's default)
     now = now or utcnow()
-    active = await active_vod_ids(engine)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(vods.c.twitch_vod_id, vods.c.channel, vods.c.date, vods.c.created_at,
-                                          vods.c.processed, vods.c.downloaded_path)
-                                   .where(vods.c.downloaded_path.is_not(None)))).all()
+    active = await store.ids_with_open_work(FILE_TASKS)
+    rows = await store.with_files()
     by_channel: dict[str, list[Any]] = {}
     for row in rows:
         by_channel.setdefault(row.channel, []).append(row)
@@ -96,23 +85,29 @@ async def apply_retention(engine: AsyncEngine, data_dir: Path, settings: Archive
             if row.twitch_vod_id in keep:
                 report.kept += 1
                 continue
-            await _remove_file(engine, row, channel_dir, report)
-    log.info("retention: %d deleted, %d kept, %d already missing, %d bytes freed%s", len(report.deleted),
-             report.kept, report.missing, report.bytes_freed, " (dry run)" if report.dry_run else "",
-             extra={"component": "retention_cleanup"})
+            await _remove_file(store, row, channel_dir, report)
+    log.info(
+        "retention: %d deleted, %d kept, %d already missing, %d bytes freed%s",
+        len(report.deleted),
+        report.kept,
+        report.missing,
+        report.bytes_freed,
+        " (dry run)" if report.dry_run else "",
+        extra={"component": "retention_cleanup"},
+    )
     return report
 
 
-def channel_directory(data_dir: Path, channel: str) -> Path:
-    return data_dir / (channel or "_default")
-
-
-async def _remove_file(engine: AsyncEngine, row: Any, channel_dir: Path, report: RetentionReport) -> None:
+async def _remove_file(store: VodStore, row: Any, channel_dir: Path, report: RetentionReport) -> None:
     path = Path(row.downloaded_path)
     if not _inside(path, channel_dir):
         report.errors.append(f"{row.twitch_vod_id}: {path} is outside {channel_dir}; not deleted")
-        log.error("refusing to delete %s: outside its channel directory %s", path, channel_dir,
-                  extra={"component": "retention_cleanup", "vod_id": row.twitch_vod_id})
+        log.error(
+            "refusing to delete %s: outside its channel directory %s",
+            path,
+            channel_dir,
+            extra={"component": "retention_cleanup", "vod_id": row.twitch_vod_id},
+        )
         return
     if report.dry_run:
         report.deleted.append(row.twitch_vod_id)
@@ -129,20 +124,17 @@ async def _remove_file(engine: AsyncEngine, row: Any, channel_dir: Path, report:
     except OSError as exc:
         report.errors.append(f"{row.twitch_vod_id}: {exc}")
         return
-    async with engine.begin() as conn:
-        # Only clear the path we deleted: a reprocess may have set a new one meanwhile.
-        await conn.execute(update(vods).where(vods.c.twitch_vod_id == row.twitch_vod_id,
-                                              vods.c.downloaded_path == row.downloaded_path)
-                           .values(downloaded_path=None, updated_at=utcnow()))
+    await store.clear_path_if(row.twitch_vod_id, row.downloaded_path)
 
 
-async def sweep_temp_files(engine: AsyncEngine, data_dir: Path, max_age: timedelta, *, dry_run: bool = False,
-                           now: datetime | None = None) -> list[str]:
+async def sweep_temp_files(
+    store: VodStore, data_dir: Path, max_age: timedelta, *, dry_run: bool = False, now: datetime | None = None
+) -> list[str]:
     """Remove download/transcode leftovers older than `max_age` whose VOD has no open task."""
     if max_age.total_seconds() <= 0 or not data_dir.is_dir():
         return []
     cutoff = (now or utcnow()).timestamp() - max_age.total_seconds()
-    active = await active_vod_ids(engine)
+    active = await store.ids_with_open_work(FILE_TASKS)
     removed: list[str] = []
     for channel_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         for path in sorted(channel_dir.iterdir()):
@@ -158,19 +150,31 @@ async def sweep_temp_files(engine: AsyncEngine, data_dir: Path, max_age: timedel
                 continue
             removed.append(str(path))
     if removed:
-        log.info("removed %d stale temporary files%s", len(removed), " (dry run)" if dry_run else "",
-                 extra={"component": "retention_cleanup"})
+        log.info(
+            "removed %d stale temporary files%s",
+            len(removed),
+            " (dry run)" if dry_run else "",
+            extra={"component": "retention_cleanup"},
+        )
     return removed
 
 
-async def run_housekeeping(engine: AsyncEngine, data_dir: Path, settings: ArchiveSettings) -> RetentionReport:
-    report = await apply_retention(engine, data_dir, settings)
-    report.temp_removed = await sweep_temp_files(engine, data_dir, settings.data_cleanup_max_age,
-                                                 dry_run=settings.retention_dry_run)
+async def run_housekeeping(store: VodStore, data_dir: Path, settings: ArchiveSettings) -> RetentionReport:
+    report = await apply_retention(store, data_dir, settings)
+    report.temp_removed = await sweep_temp_files(
+        store, data_dir, settings.data_cleanup_max_age, dry_run=settings.retention_dry_run
+    )
     return report
 
 
 def as_result(report: RetentionReport) -> dict[str, Any]:
-    return {"dry_run": report.dry_run, "deleted": report.deleted, "kept": report.kept, "missing": report.missing,
-            "bytes_freed": report.bytes_freed, "temp_removed": len(report.temp_removed), "errors": report.errors,
-            "at": datetime.now(timezone.utc).isoformat()}
+    return {
+        "dry_run": report.dry_run,
+        "deleted": report.deleted,
+        "kept": report.kept,
+        "missing": report.missing,
+        "bytes_freed": report.bytes_freed,
+        "temp_removed": len(report.temp_removed),
+        "errors": report.errors,
+        "at": datetime.now(UTC).isoformat(),
+    }

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import re
 import shlex
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from reelhouse.config import ConfigError, Duration, Settings, _comma_list, _env, _Section, describe_validation_error
+from reelhouse.archive.twitch.oauth import DEFAULT_SCOPES as TWITCH_DEFAULT_SCOPES
+from reelhouse.config import Duration, Settings, SettingsSection, comma_list, format_duration, from_env
+from reelhouse.core.providers.youtube import DEFAULT_SCOPES as YOUTUBE_DEFAULT_SCOPES
 
 CHANNEL_NAME = re.compile(r"[a-z0-9_]{1,25}")  # Twitch logins; also safe as a directory name
 _RATE = re.compile(r"\d+(\.\d+)?[KMG]B?", re.IGNORECASE)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MIN_INTERVAL = timedelta(seconds=1)  # periodic work more often than this would spin
 UPLOAD_GRANULARITY = 256 * 1024  # YouTube resumable chunks are multiples of 256 KiB
 TEMPLATE_FIELDS = ("date", "datetime", "title", "channel", "vod_id", "url", "description")
 DEFAULT_DESCRIPTION_TEMPLATE = (
@@ -38,7 +41,8 @@ DEFAULT_DESCRIPTION_TEMPLATE = (
 TRANSCODE_OFF = {"", "0", "false", "no", "off"}
 TRANSCODE_DEFAULT_PROFILE = "mp4-720p"
 # NoDecode: pydantic-settings would otherwise parse a list variable as JSON and reject `a,b`.
-ChannelList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+ChannelList = Annotated[list[str], NoDecode, BeforeValidator(comma_list)]
+ScopeList = Annotated[list[str], NoDecode, BeforeValidator(comma_list)]
 
 
 def parse_size(value: Any) -> int:
@@ -60,68 +64,77 @@ def check_channel_name(name: str) -> str:
     return login
 
 
-class ArchiveSettings(_Section):
+class ArchiveSettings(SettingsSection):
     # -- Twitch ------------------------------------------------------------------------------
-    twitch_channel: str = Field("", validation_alias=_env("TWITCH_CHANNEL"))
-    twitch_channels: ChannelList = Field(default_factory=list, validation_alias=_env("TWITCH_CHANNELS"))
-    twitch_client_id: str = Field("", validation_alias=_env("TWITCH_CLIENT_ID"))
-    twitch_client_secret: str = Field("", repr=False, validation_alias=_env("TWITCH_CLIENT_SECRET"))
-    twitch_api_base: str = Field("https://api.twitch.tv/helix", validation_alias=_env("TWITCH_API_BASE"))
-    twitch_auth_base: str = Field("https://id.twitch.tv/oauth2", validation_alias=_env("TWITCH_AUTH_BASE"))
-    twitch_video_url_template: str = Field("https://www.twitch.tv/videos/{id}",
-                                           validation_alias=_env("TWITCH_VIDEO_URL_TEMPLATE"))
+    twitch_channel: str = Field("", validation_alias=from_env("TWITCH_CHANNEL"))
+    twitch_channels: ChannelList = Field(default_factory=list, validation_alias=from_env("TWITCH_CHANNELS"))
+    twitch_client_id: str = Field("", validation_alias=from_env("TWITCH_CLIENT_ID"))
+    twitch_client_secret: str = Field("", repr=False, validation_alias=from_env("TWITCH_CLIENT_SECRET"))
+    twitch_api_base: str = Field("https://api.twitch.tv/helix", validation_alias=from_env("TWITCH_API_BASE"))
+    twitch_auth_base: str = Field("https://id.twitch.tv/oauth2", validation_alias=from_env("TWITCH_AUTH_BASE"))
+    twitch_video_url_template: str = Field(
+        "https://www.twitch.tv/videos/{id}", validation_alias=from_env("TWITCH_VIDEO_URL_TEMPLATE")
+    )
 
     # -- discovery / catalog -----------------------------------------------------------------
-    vod_process_interval: Duration = Field(timedelta(minutes=1), validation_alias=_env("VOD_PROCESS_INTERVAL"))
-    vod_discovery_limit: int = Field(20, ge=1, le=100, validation_alias=_env("VOD_DISCOVERY_LIMIT"))
-    vod_catalog_backfill_interval: Duration = Field(timedelta(hours=6),
-                                                    validation_alias=_env("VOD_CATALOG_BACKFILL_INTERVAL"))
-    vod_catalog_max: int = Field(0, ge=0, validation_alias=_env("VOD_CATALOG_MAX"))
-    vod_catalog_max_age_days: int = Field(0, ge=0, validation_alias=_env("VOD_CATALOG_MAX_AGE_DAYS"))
-    vod_catalog_page_size: int = Field(100, ge=1, le=100, validation_alias=_env("VOD_CATALOG_PAGE_SIZE"))
-    vod_catalog_page_delay: Duration = Field(timedelta(seconds=1.2), validation_alias=_env("VOD_CATALOG_PAGE_DELAY"))
+    vod_process_interval: Duration = Field(timedelta(minutes=1), validation_alias=from_env("VOD_PROCESS_INTERVAL"))
+    vod_discovery_limit: int = Field(20, ge=1, le=100, validation_alias=from_env("VOD_DISCOVERY_LIMIT"))
+    vod_catalog_backfill_interval: Duration = Field(
+        timedelta(hours=6), validation_alias=from_env("VOD_CATALOG_BACKFILL_INTERVAL")
+    )
+    vod_catalog_max: int = Field(0, ge=0, validation_alias=from_env("VOD_CATALOG_MAX"))
+    vod_catalog_max_age_days: int = Field(0, ge=0, validation_alias=from_env("VOD_CATALOG_MAX_AGE_DAYS"))
+    vod_catalog_page_size: int = Field(100, ge=1, le=100, validation_alias=from_env("VOD_CATALOG_PAGE_SIZE"))
+    vod_catalog_page_delay: Duration = Field(
+        timedelta(seconds=1.2), validation_alias=from_env("VOD_CATALOG_PAGE_DELAY")
+    )
 
     # -- processing / download ---------------------------------------------------------------
-    processing_retry_cooldown: Duration = Field(timedelta(seconds=600),
-                                                validation_alias=_env("PROCESSING_RETRY_COOLDOWN"))
-    download_max_attempts: int = Field(5, ge=1, validation_alias=_env("DOWNLOAD_MAX_ATTEMPTS"))
-    download_backoff_base: Duration = Field(timedelta(seconds=2), validation_alias=_env("DOWNLOAD_BACKOFF_BASE"))
-    max_concurrent_downloads: int = Field(1, ge=1, le=64, validation_alias=_env("MAX_CONCURRENT_DOWNLOADS"))
-    download_rate_limit: str = Field("", validation_alias=_env("DOWNLOAD_RATE_LIMIT"))
-    download_max_bytes: int = Field(0, ge=0, validation_alias=_env("DOWNLOAD_MAX_BYTES"))
-    download_timeout: Duration = Field(timedelta(hours=6), validation_alias=_env("DOWNLOAD_TIMEOUT"))
-    ytdlp_args: str = Field("", validation_alias=_env("YTDLP_ARGS"))
-    ytdlp_cookies_path: str = Field("", validation_alias=_env("YTDLP_COOKIES_PATH"))
-    ytdlp_concurrent_fragments: int = Field(10, ge=1, le=64, validation_alias=_env("YTDLP_CONCURRENT_FRAGMENTS"))
-    ytdlp_verbose: bool = Field(False, validation_alias=_env("YTDLP_VERBOSE"))
-    data_cleanup_max_age: Duration = Field(timedelta(hours=24), validation_alias=_env("DATA_CLEANUP_MAX_AGE"))
+    processing_retry_cooldown: Duration = Field(
+        timedelta(seconds=600), validation_alias=from_env("PROCESSING_RETRY_COOLDOWN")
+    )
+    download_max_attempts: int = Field(5, ge=1, validation_alias=from_env("DOWNLOAD_MAX_ATTEMPTS"))
+    download_backoff_base: Duration = Field(timedelta(seconds=2), validation_alias=from_env("DOWNLOAD_BACKOFF_BASE"))
+    max_concurrent_downloads: int = Field(1, ge=1, le=64, validation_alias=from_env("MAX_CONCURRENT_DOWNLOADS"))
+    download_rate_limit: str = Field("", validation_alias=from_env("DOWNLOAD_RATE_LIMIT"))
+    download_max_bytes: int = Field(0, ge=0, validation_alias=from_env("DOWNLOAD_MAX_BYTES"))
+    download_timeout: Duration = Field(timedelta(hours=6), validation_alias=from_env("DOWNLOAD_TIMEOUT"))
+    ytdlp_args: str = Field("", validation_alias=from_env("YTDLP_ARGS"))
+    ytdlp_cookies_path: str = Field("", validation_alias=from_env("YTDLP_COOKIES_PATH"))
+    ytdlp_concurrent_fragments: int = Field(10, ge=1, le=64, validation_alias=from_env("YTDLP_CONCURRENT_FRAGMENTS"))
+    ytdlp_verbose: bool = Field(False, validation_alias=from_env("YTDLP_VERBOSE"))
+    data_cleanup_max_age: Duration = Field(timedelta(hours=24), validation_alias=from_env("DATA_CLEANUP_MAX_AGE"))
 
     # -- retention ---------------------------------------------------------------------------
-    retention_keep_days: int = Field(0, ge=0, validation_alias=_env("RETENTION_KEEP_DAYS"))
-    retention_keep_count: int = Field(0, ge=0, validation_alias=_env("RETENTION_KEEP_COUNT"))
-    retain_keep_newer_than_days: int = Field(7, ge=0, validation_alias=_env("RETAIN_KEEP_NEWER_THAN_DAYS"))
-    retention_dry_run: bool = Field(False, validation_alias=_env("RETENTION_DRY_RUN"))
-    retention_interval: Duration = Field(timedelta(hours=6), validation_alias=_env("RETENTION_INTERVAL"))
-    backfill_autoclean: bool = Field(True, validation_alias=_env("BACKFILL_AUTOCLEAN"))
+    retention_keep_days: int = Field(0, ge=0, validation_alias=from_env("RETENTION_KEEP_DAYS"))
+    retention_keep_count: int = Field(0, ge=0, validation_alias=from_env("RETENTION_KEEP_COUNT"))
+    retain_keep_newer_than_days: int = Field(7, ge=0, validation_alias=from_env("RETAIN_KEEP_NEWER_THAN_DAYS"))
+    retention_dry_run: bool = Field(False, validation_alias=from_env("RETENTION_DRY_RUN"))
+    retention_interval: Duration = Field(timedelta(hours=6), validation_alias=from_env("RETENTION_INTERVAL"))
+    backfill_autoclean: bool = Field(True, validation_alias=from_env("BACKFILL_AUTOCLEAN"))
 
     # -- upload ------------------------------------------------------------------------------
-    upload_max_attempts: int = Field(5, ge=1, validation_alias=_env("UPLOAD_MAX_ATTEMPTS"))
-    upload_backoff_base: Duration = Field(timedelta(seconds=2), validation_alias=_env("UPLOAD_BACKOFF_BASE"))
-    upload_daily_limit: int = Field(10, ge=0, validation_alias=_env("UPLOAD_DAILY_LIMIT"))
-    backfill_upload_daily_limit: int = Field(10, ge=0, validation_alias=_env("BACKFILL_UPLOAD_DAILY_LIMIT"))
-    upload_chunk_bytes: int = Field(32 * UPLOAD_GRANULARITY, ge=UPLOAD_GRANULARITY,
-                                    validation_alias=_env("UPLOAD_CHUNK_BYTES"))
-    youtube_upload_enabled: bool = Field(False, validation_alias=_env("YOUTUBE_UPLOAD_ENABLED"))
-    yt_client_id: str = Field("", validation_alias=_env("YT_CLIENT_ID"))
-    yt_client_secret: str = Field("", repr=False, validation_alias=_env("YT_CLIENT_SECRET"))
-    yt_redirect_uri: str = Field("", validation_alias=_env("YT_REDIRECT_URI"))
-    youtube_privacy: Literal["private", "unlisted", "public"] = Field("private", validation_alias=_env("YOUTUBE_PRIVACY"))
-    youtube_title_template: str = Field("{date} {title}", validation_alias=_env("YOUTUBE_TITLE_TEMPLATE"))
-    youtube_description_template: str = Field(DEFAULT_DESCRIPTION_TEMPLATE,
-                                              validation_alias=_env("YOUTUBE_DESCRIPTION_TEMPLATE"))
-    youtube_api_base: str = Field("https://www.googleapis.com", validation_alias=_env("YOUTUBE_API_BASE"))
-    youtube_oauth_base: str = Field("https://oauth2.googleapis.com", validation_alias=_env("YOUTUBE_OAUTH_BASE"))
-    transcode_before_upload: str = Field("", validation_alias=_env("TRANSCODE_BEFORE_UPLOAD"))
+    upload_max_attempts: int = Field(5, ge=1, validation_alias=from_env("UPLOAD_MAX_ATTEMPTS"))
+    upload_backoff_base: Duration = Field(timedelta(seconds=2), validation_alias=from_env("UPLOAD_BACKOFF_BASE"))
+    upload_daily_limit: int = Field(10, ge=0, validation_alias=from_env("UPLOAD_DAILY_LIMIT"))
+    backfill_upload_daily_limit: int = Field(10, ge=0, validation_alias=from_env("BACKFILL_UPLOAD_DAILY_LIMIT"))
+    upload_chunk_bytes: int = Field(
+        32 * UPLOAD_GRANULARITY, ge=UPLOAD_GRANULARITY, validation_alias=from_env("UPLOAD_CHUNK_BYTES")
+    )
+    youtube_upload_enabled: bool = Field(False, validation_alias=from_env("YOUTUBE_UPLOAD_ENABLED"))
+    yt_client_id: str = Field("", validation_alias=from_env("YT_CLIENT_ID"))
+    yt_client_secret: str = Field("", repr=False, validation_alias=from_env("YT_CLIENT_SECRET"))
+    yt_redirect_uri: str = Field("", validation_alias=from_env("YT_REDIRECT_URI"))
+    youtube_privacy: Literal["private", "unlisted", "public"] = Field(
+        "private", validation_alias=from_env("YOUTUBE_PRIVACY")
+    )
+    youtube_title_template: str = Field("{date} {title}", validation_alias=from_env("YOUTUBE_TITLE_TEMPLATE"))
+    youtube_description_template: str = Field(
+        DEFAULT_DESCRIPTION_TEMPLATE, validation_alias=from_env("YOUTUBE_DESCRIPTION_TEMPLATE")
+    )
+    youtube_api_base: str = Field("https://www.googleapis.com", validation_alias=from_env("YOUTUBE_API_BASE"))
+    youtube_oauth_base: str = Field("https://oauth2.googleapis.com", validation_alias=from_env("YOUTUBE_OAUTH_BASE"))
+    transcode_before_upload: str = Field("", validation_alias=from_env("TRANSCODE_BEFORE_UPLOAD"))
 
     @field_validator("*", mode="before")
     @classmethod
@@ -130,6 +143,13 @@ class ArchiveSettings(_Section):
         if isinstance(value, str) and value.strip() == "" and info.field_name:
             field = cls.model_fields[info.field_name]
             return field.get_default(call_default_factory=True)
+        return value
+
+    @field_validator("vod_process_interval", "retention_interval")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < MIN_INTERVAL:
+            raise ValueError(f"must be at least {format_duration(MIN_INTERVAL)}")
         return value
 
     @field_validator("download_max_bytes", "upload_chunk_bytes", mode="before")
@@ -172,7 +192,7 @@ class ArchiveSettings(_Section):
     @classmethod
     def _template(cls, value: str) -> str:
         try:
-            value.format(**{name: "x" for name in TEMPLATE_FIELDS})
+            value.format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"bad template ({exc!r}); fields: {', '.join(TEMPLATE_FIELDS)}") from None
         return value
@@ -223,17 +243,27 @@ class ArchiveSettings(_Section):
         """A VOD older than RETAIN_KEEP_NEWER_THAN_DAYS counts against the backfill upload cap."""
         if date is None or self.retain_keep_newer_than_days <= 0:
             return False
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return date < now - timedelta(days=self.retain_keep_newer_than_days)
+
+
+class OAuthFlowSettings(SettingsSection):
+    """The connect flows' own variables (vod-tender's names)."""
+
+    twitch_redirect_uri: str = Field("", validation_alias=from_env("TWITCH_REDIRECT_URI"))
+    # vod-tender accepts commas or spaces between scopes.
+    twitch_scopes: ScopeList = Field(
+        default_factory=lambda: list(TWITCH_DEFAULT_SCOPES), validation_alias=from_env("TWITCH_SCOPES")
+    )
+    yt_scopes: ScopeList = Field(
+        default_factory=lambda: list(YOUTUBE_DEFAULT_SCOPES), validation_alias=from_env("YT_SCOPES")
+    )
+
+    def scopes(self, provider: str) -> list[str]:
+        raw = self.twitch_scopes if provider == "twitch" else self.yt_scopes
+        return [scope for item in raw for scope in item.split()]
 
 
 def archive_settings(settings: Settings) -> ArchiveSettings:
     """The archive section of `settings`, read from the environment on first use."""
-    section = getattr(settings, "archive", None)
-    if section is None:
-        try:
-            section = ArchiveSettings()
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc)) from None
-        settings.archive = section  # type: ignore[attr-defined]
-    return section
+    return settings.section(ArchiveSettings)

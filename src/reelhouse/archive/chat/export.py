@@ -7,19 +7,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelhouse.archive.chat.replay import iter_rows, message_json, rfc3339_ms
-from reelhouse.archive.chat.rows import KIND_CLEARCHAT, KIND_CLEARMSG, KIND_NOTICE
-from reelhouse.archive.models import vods
+from reelhouse.archive.chat.replay import message_json, rfc3339_ms
+from reelhouse.archive.chat.rows import KIND_ACTION, KIND_CLEARCHAT, KIND_CLEARMSG, KIND_NOTICE
+from reelhouse.archive.store.chat import iter_rows
+from reelhouse.archive.store.vods import VodNotFound, VodStore
 
 ExportFormat = Literal["json", "jsonl", "txt"]
 FORMATS: tuple[str, ...] = ("json", "jsonl", "txt")
-
-
-class VodNotFound(LookupError):
-    pass
 
 
 def _dumps(value: Any) -> str:
@@ -49,6 +45,8 @@ def text_line(row: Any) -> str:
         return f"{stamp} * {row.username} was {what}"
     if row.kind == KIND_CLEARMSG:
         return f"{stamp} * a message from {row.username} was deleted: {row.message or ''}"
+    if row.kind == KIND_ACTION:
+        return f"{stamp} * {name} {row.message or ''}"  # how chat shows a /me line
     return f"{stamp} {name}: {row.message or ''}"
 
 
@@ -64,14 +62,17 @@ async def export_chat(
     """Write the chat of `vod_id` to `out`; returns the number of rows written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    async with engine.connect() as conn:
-        vod = (await conn.execute(select(vods).where(vods.c.twitch_vod_id == vod_id))).first()
+    vod = await VodStore(engine).get(vod_id)
     if vod is None:
         raise VodNotFound(vod_id)
     count = 0
     if fmt == "json":
-        header = {"vod_id": vod.twitch_vod_id, "channel": vod.channel, "title": vod.title,
-                  "date": rfc3339_ms(vod.date) if vod.date else None}
+        header = {
+            "vod_id": vod.twitch_vod_id,
+            "channel": vod.channel,
+            "title": vod.title,
+            "date": rfc3339_ms(vod.date) if vod.date else None,
+        }
         out.write(_dumps(header)[:-1] + ',"messages":[')
     async for row in iter_rows(engine, vod_id, from_rel=from_rel, to_rel=to_rel):
         if fmt == "txt":

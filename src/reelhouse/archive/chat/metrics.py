@@ -4,33 +4,23 @@ them, reference §6.1)."""
 
 from __future__ import annotations
 
-from typing import Any
+from reelhouse.core.telemetry.metrics import counter, histogram
 
-from prometheus_client import REGISTRY, Counter, Histogram
-
-
-def _registered(cls: type, name: str, documentation: str, labelnames: tuple[str, ...] = (), **kwargs: Any) -> Any:
-    # Modules can be imported twice in one process (tests, reloads); a second registration of
-    # the same name would raise, so the existing collector is reused.
-    lookup = name + "_total" if cls is Counter else name
-    existing = REGISTRY._names_to_collectors.get(lookup)  # noqa: SLF001 - no public lookup exists
-    if existing is not None:
-        return existing
-    return cls(name, documentation, labelnames, **kwargs)
-
-
-MESSAGES_RECORDED = _registered(
-    Counter, "chat_messages_recorded", "Chat messages and events stored, by channel", ("channel",))
-RECONNECTIONS = _registered(Counter, "chat_reconnections", "Chat connections lost and re-established")
-MESSAGES_DROPPED = _registered(
-    Counter, "chat_messages_dropped",
+MESSAGES_RECORDED = counter("chat_messages_recorded", "Chat messages and events stored, by channel", ("channel",))
+RECONNECTIONS = counter("chat_reconnections", "Chat connections lost and re-established")
+MESSAGES_DROPPED = counter(
+    "chat_messages_dropped",
     "Chat messages not stored: buffer full (client_buffer, writer_queue) or rejected by the database (invalid)",
-    ("reason",))
-MESSAGES_LATE = _registered(
-    Counter, "chat_messages_late",
+    ("reason",),
+)
+MESSAGES_LATE = counter(
+    "chat_messages_late",
     "Chat messages that waited longer than CHAT_LATE_AFTER in the reader's buffer, or between leaving it and "
-    "their commit (each stage is measured on its own)")
-BATCH_WRITE_SECONDS = _registered(
-    Histogram, "chat_batch_write_seconds", "Time to write one batch of chat messages to the database",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-GAPS = _registered(Counter, "chat_gaps", "Intervals in which a channel's chat was not received", ("channel",))
+    "their commit (each stage is measured on its own)",
+)
+BATCH_WRITE_SECONDS = histogram(
+    "chat_batch_write_seconds",
+    "Time to write one batch of chat messages to the database",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+GAPS = counter("chat_gaps", "Intervals in which a channel's chat was not received", ("channel",))

@@ -17,26 +17,26 @@ chat and gap rows, delete the placeholder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from reelhouse.archive.channels import remember_user_id
-from reelhouse.archive.models import chat_gaps, chat_messages, vods
+from reelhouse.archive.kinds import ArchiveTask
+from reelhouse.archive.live.settle import settle_recording
+from reelhouse.archive.store.channels import ChannelStore
+from reelhouse.archive.store.chat import ReconcileResult, move_chat, vod_state
 from reelhouse.archive.twitch.helix import HelixClient, HelixVideo
-from reelhouse.core.db.engine import is_sqlite, write_connection
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.errors import PermanentError, TransientError
 
+if TYPE_CHECKING:
+    from reelhouse.archive.services import ArchiveServices
+
 log = logging.getLogger("reelhouse.archive.chat.reconcile")
 
-TASK_KIND = "chat.reconcile"
+TASK_KIND = ArchiveTask.CHAT_RECONCILE
 
 
 @dataclass(frozen=True)
@@ -48,31 +48,31 @@ class ReconcileRequest:
     stream_id: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {"placeholder": self.placeholder, "channel": self.channel, "stream_id": self.stream_id,
-                "started_at": self.started_at.isoformat(), "ended_at": self.ended_at.isoformat()}
+        return {
+            "placeholder": self.placeholder,
+            "channel": self.channel,
+            "stream_id": self.stream_id,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+        }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ReconcileRequest:
         try:
-            return cls(placeholder=payload["placeholder"], channel=payload["channel"],
-                       started_at=datetime.fromisoformat(payload["started_at"]),
-                       ended_at=datetime.fromisoformat(payload["ended_at"]),
-                       stream_id=payload.get("stream_id"))
+            return cls(
+                placeholder=payload["placeholder"],
+                channel=payload["channel"],
+                started_at=datetime.fromisoformat(payload["started_at"]),
+                ended_at=datetime.fromisoformat(payload["ended_at"]),
+                stream_id=payload.get("stream_id"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"malformed chat.reconcile payload: {exc!r}") from None
 
 
-@dataclass(frozen=True)
-class ReconcileResult:
-    placeholder: str
-    vod_id: str
-    shift_seconds: float
-    messages: int
-    created_vod: bool
-
-
-def choose_vod(videos: Sequence[HelixVideo], started_at: datetime, stream_id: str | None,
-               window: timedelta) -> HelixVideo | None:
+def choose_vod(
+    videos: Sequence[HelixVideo], started_at: datetime, stream_id: str | None, window: timedelta
+) -> HelixVideo | None:
     """The archive of the stream: same stream id if Helix says so, else the closest created_at
     within `window` (on a tie, one not before the stream start)."""
     if stream_id:
@@ -85,34 +85,8 @@ def choose_vod(videos: Sequence[HelixVideo], started_at: datetime, stream_id: st
     return min(candidates, key=lambda v: (abs(v.created_at - started_at), v.created_at < started_at))
 
 
-async def move_chat(engine: AsyncEngine, placeholder: str, video: HelixVideo, started_at: datetime) -> ReconcileResult | None:
-    """Re-key the placeholder's chat to `video` in one transaction; None if the placeholder is
-    already gone (reconciled by an earlier attempt whose acknowledgement was lost)."""
-    shift = (video.created_at - started_at).total_seconds()
-    insert = (sqlite if is_sqlite(engine) else postgresql).insert
-    now = utcnow()
-    conn = await write_connection(engine)  # SQLite: take the write lock first, no upgrade deadlock
-    try:
-        async with conn.begin():
-            lookup = select(vods.c.channel).where(vods.c.twitch_vod_id == placeholder, vods.c.is_placeholder.is_(True))
-            row = (await conn.execute(lookup if is_sqlite(engine) else lookup.with_for_update())).first()
-            if row is None:
-                return None
-            created = (await conn.execute(insert(vods).values(
-                channel=row.channel, twitch_vod_id=video.id, title=video.title, date=video.created_at,
-                duration_seconds=video.duration, created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["twitch_vod_id"]))).rowcount == 1
-            moved = (await conn.execute(update(chat_messages).where(chat_messages.c.vod_id == placeholder).values(
-                vod_id=video.id, rel_timestamp=chat_messages.c.rel_timestamp - shift))).rowcount
-            await conn.execute(update(chat_gaps).where(chat_gaps.c.vod_id == placeholder).values(vod_id=video.id))
-            await conn.execute(delete(vods).where(vods.c.twitch_vod_id == placeholder))
-    finally:
-        await conn.close()
-    return ReconcileResult(placeholder, video.id, shift, moved, created)
-
-
 async def reconcile(
-    engine: AsyncEngine,
+    channels: ChannelStore,
     helix: HelixClient,
     request: ReconcileRequest,
     *,
@@ -122,13 +96,11 @@ async def reconcile(
 ) -> ReconcileResult | None:
     """One attempt. TransientError while the VOD has not appeared yet (the engine retries),
     PermanentError once `give_up_after` has passed since the stream ended."""
-    async with engine.connect() as conn:
-        exists = (await conn.execute(select(vods.c.id).where(
-            vods.c.twitch_vod_id == request.placeholder, vods.c.is_placeholder.is_(True)))).first()
-    if exists is None:
+    engine = channels.engine
+    if not (await vod_state(engine, request.placeholder)).is_placeholder:
         return None
     user = await helix.get_user(request.channel)
-    await remember_user_id(engine, request.channel, user.id)
+    await channels.remember_user_id(request.channel, user.id)
     page = await helix.list_videos(user.id, type="archive", first=20)
     video = choose_vod(page.videos, request.started_at, request.stream_id, match_window)
     if video is None:
@@ -137,38 +109,47 @@ async def reconcile(
             raise PermanentError(
                 f"no archive VOD of #{request.channel} within {match_window} of {request.started_at.isoformat()} "
                 f"after {waited}; placeholder {request.placeholder} keeps its chat "
-                f"(reconcile by hand: reelhouse chat reconcile {request.placeholder} <vod id>)")
+                f"(reconcile by hand: reelhouse chat reconcile {request.placeholder} <vod id>)"
+            )
         raise TransientError(f"archive VOD of #{request.channel} for {request.placeholder} not listed yet")
     result = await move_chat(engine, request.placeholder, video, request.started_at)
     if result is not None:
-        log.info("chat of %s moved to vod %s (%d messages, shifted %.3fs)", result.placeholder, result.vod_id,
-                 result.messages, result.shift_seconds,
-                 extra={"component": "chat", "channel": request.channel, "vod_id": result.vod_id})
+        log.info(
+            "chat of %s moved to vod %s (%d messages, shifted %.3fs)",
+            result.placeholder,
+            result.vod_id,
+            result.messages,
+            result.shift_seconds,
+            extra={"component": "chat", "channel": request.channel, "vod_id": result.vod_id},
+        )
     return result
 
 
-def reconcile_handler(
-    engine: AsyncEngine,
-    helix: Callable[[], HelixClient | None],
-    *,
-    match_window: timedelta,
-    give_up_after: timedelta,
-    still_recording: Callable[[str], bool],
-) -> Callable[[TaskContext], Any]:
-    """The `chat.reconcile` task handler bound to this process's clients."""
-
-    async def run(ctx: TaskContext) -> dict[str, Any]:
-        request = ReconcileRequest.from_payload(ctx.payload)
-        if still_recording(request.placeholder):
-            # The stream came back under the same placeholder; reconcile after it ends again.
-            raise TransientError(f"{request.placeholder} is being recorded again")
-        client = helix()
-        if client is None:
-            raise PermanentError("TWITCH_CLIENT_ID/TWITCH_CLIENT_SECRET are not set; cannot look up VODs")
-        result = await reconcile(engine, client, request, match_window=match_window, give_up_after=give_up_after)
-        if result is None:
-            return {"placeholder": request.placeholder, "status": "already reconciled"}
-        return {"placeholder": result.placeholder, "vod_id": result.vod_id, "messages": result.messages,
-                "shift_seconds": result.shift_seconds, "created_vod": result.created_vod}
-
-    return run
+async def reconcile_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, Any]:
+    """The `chat.reconcile` task handler."""
+    request = ReconcileRequest.from_payload(ctx.payload)
+    if services.chat is not None and services.chat.is_recording(request.placeholder):
+        # The stream came back under the same placeholder; reconcile after it ends again.
+        raise TransientError(f"{request.placeholder} is being recorded again")
+    if services.helix is None:
+        raise PermanentError("TWITCH_CLIENT_ID/TWITCH_CLIENT_SECRET are not set; cannot look up VODs")
+    chat = services.chat_settings
+    result = await reconcile(
+        services.channels,
+        services.helix,
+        request,
+        match_window=chat.reconcile_match_window,
+        give_up_after=chat.reconcile_window,
+    )
+    if result is None:
+        return {"placeholder": request.placeholder, "status": "already reconciled"}
+    # The stream's live recording (if any) belongs to the same VOD now.
+    if await services.live.link_vod(result.placeholder, result.vod_id):
+        await settle_recording(services, result.placeholder)
+    return {
+        "placeholder": result.placeholder,
+        "vod_id": result.vod_id,
+        "messages": result.messages,
+        "shift_seconds": result.shift_seconds,
+        "created_vod": result.created_vod,
+    }

@@ -20,18 +20,12 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from reelhouse.archive.chat import metrics
 from reelhouse.archive.chat.rows import RecordableEvent, build_row, event_time
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
-from reelhouse.archive.models import vods
 from reelhouse.archive.twitch.chat_delivery import Gap
-from reelhouse.archive.twitch.irc_client import TwitchChatClient
 from reelhouse.archive.twitch.chat_events import ChatMessage, ClearChat, ClearMsg, UserNotice
-from reelhouse.core.db.engine import is_sqlite
+from reelhouse.archive.twitch.irc_client import TwitchChatClient
 from reelhouse.core.db.types import utcnow
 
 log = logging.getLogger("reelhouse.archive.chat.recorder")
@@ -82,15 +76,24 @@ class ChatRecorder:
             if event_time(event, received_at) >= started_at:
                 self.writer.submit(build_row(event, vod_id, binding.start_unix, received_at), received)
                 replayed += 1
-        log.info("chat of #%s recorded under vod %s (%d pre-roll messages)", channel, vod_id, replayed,
-                 extra={"component": "chat", "channel": channel, "vod_id": vod_id})
+        log.info(
+            "chat of #%s recorded under vod %s (%d pre-roll messages)",
+            channel,
+            vod_id,
+            replayed,
+            extra={"component": "chat", "channel": channel, "vod_id": vod_id},
+        )
         return binding
 
     def unbind(self, channel: str) -> Binding | None:
         binding = self._bindings.pop(channel, None)
         if binding is not None:
-            log.info("chat of #%s no longer recorded under vod %s", channel, binding.vod_id,
-                     extra={"component": "chat", "channel": channel, "vod_id": binding.vod_id})
+            log.info(
+                "chat of #%s no longer recorded under vod %s",
+                channel,
+                binding.vod_id,
+                extra={"component": "chat", "channel": channel, "vod_id": binding.vod_id},
+            )
         return binding
 
     async def run(self) -> None:
@@ -131,37 +134,22 @@ class ChatRecorder:
         metrics.GAPS.labels(gap.channel).inc()
         self.sync_client_metrics()
         binding = self._bindings.get(gap.channel)
-        self.writer.submit_gap(GapRow(gap.channel, binding.vod_id if binding else None,
-                                      gap.started_at, gap.ended_at, gap.reason))
+        self.writer.submit_gap(
+            GapRow(gap.channel, binding.vod_id if binding else None, gap.started_at, gap.ended_at, gap.reason)
+        )
 
     def sync_client_metrics(self) -> None:
         """Mirror the client's counters into Prometheus (the client keeps plain integers)."""
         stats = self.client.stats
-        for name, counter in (("reconnections", metrics.RECONNECTIONS),
-                              ("dropped", metrics.MESSAGES_DROPPED.labels("client_buffer")),
-                              ("late", metrics.MESSAGES_LATE)):
+        for name, counter in (
+            ("reconnections", metrics.RECONNECTIONS),
+            ("dropped", metrics.MESSAGES_DROPPED.labels("client_buffer")),
+            ("late", metrics.MESSAGES_LATE),
+        ):
             value = getattr(stats, name)
             if value > self._seen[name]:
                 counter.inc(value - self._seen[name])
                 self._seen[name] = value
-
-
-async def ensure_vod(engine: AsyncEngine, vod_id: str, *, channel: str, started_at: datetime,
-                     title: str | None = None, placeholder: bool = False) -> bool:
-    """Create the vods row chat rows point at, unless it exists. True when it was created."""
-    values = dict(channel=channel, twitch_vod_id=vod_id, title=title, date=started_at,
-                  duration_seconds=0 if placeholder else None, is_placeholder=placeholder,
-                  created_at=utcnow(), updated_at=utcnow())
-    dialect = sqlite if is_sqlite(engine) else postgresql
-    statement = dialect.insert(vods).values(**values).on_conflict_do_nothing(index_elements=["twitch_vod_id"])
-    async with engine.begin() as conn:
-        created = (await conn.execute(statement)).rowcount == 1
-        if not created:
-            row = (await conn.execute(select(vods.c.channel).where(vods.c.twitch_vod_id == vod_id))).first()
-            if row is not None and row.channel not in ("", channel):
-                log.warning("vod %s belongs to #%s, chat of #%s recorded under it", vod_id, row.channel, channel,
-                            extra={"component": "chat"})
-    return created
 
 
 def manual_start(vod_start: datetime | None) -> datetime:

@@ -9,113 +9,18 @@ messages (vod-tender held one cursor per viewer for the whole replay, reference 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelhouse.archive.models import chat_messages, vods
+from reelhouse.archive.store.chat import PAGE_SIZE, ChatCursor, cursor_of, fetch_page, vod_state
 
-PAGE_SIZE = 500
 MAX_SPEED = 100.0
-_FIELDS = (
-    chat_messages.c.id, chat_messages.c.kind, chat_messages.c.message_id, chat_messages.c.timestamp,
-    chat_messages.c.rel_timestamp, chat_messages.c.user_id, chat_messages.c.username,
-    chat_messages.c.display_name, chat_messages.c.message, chat_messages.c.badges, chat_messages.c.emotes,
-    chat_messages.c.color, chat_messages.c.bits, chat_messages.c.reply_to_id, chat_messages.c.reply_to_username,
-    chat_messages.c.reply_to_message, chat_messages.c.tags, chat_messages.c.channel,
-)
-
-
-class CursorError(ValueError):
-    pass
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class ChatCursor:
-    """Position after a row: its rel_timestamp and id (ties on rel_timestamp are common)."""
-
-    rel: float
-    id: int
-
-    def encode(self) -> str:
-        # repr() of a float round-trips exactly, so no row is skipped or repeated on resume.
-        return base64.urlsafe_b64encode(f"{self.rel!r}:{self.id}".encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> ChatCursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            rel_text, _, id_text = raw.partition(":")
-            rel, row_id = float(rel_text), int(id_text)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise CursorError("invalid chat cursor") from None
-        if not math.isfinite(rel):
-            raise CursorError("invalid chat cursor")
-        return cls(rel, row_id)
-
-
-def cursor_of(row: Any) -> ChatCursor:
-    return ChatCursor(row.rel_timestamp, row.id)
-
-
-async def vod_exists(engine: AsyncEngine, vod_id: str) -> tuple[bool, bool]:
-    """(exists, is_placeholder)."""
-    async with engine.connect() as conn:
-        row = (await conn.execute(select(vods.c.is_placeholder).where(vods.c.twitch_vod_id == vod_id))).first()
-    return (row is not None, bool(row and row.is_placeholder))
-
-
-async def fetch_page(
-    engine: AsyncEngine,
-    vod_id: str,
-    *,
-    from_rel: float = 0.0,
-    to_rel: float | None = None,
-    after: ChatCursor | None = None,
-    limit: int = PAGE_SIZE,
-    kinds: Sequence[str] | None = None,
-) -> list[Any]:
-    """Rows of `vod_id` with from_rel <= rel_timestamp (<= to_rel), after `after`, in order."""
-    query = select(*_FIELDS).where(chat_messages.c.vod_id == vod_id, chat_messages.c.rel_timestamp >= from_rel)
-    if to_rel is not None:
-        query = query.where(chat_messages.c.rel_timestamp <= to_rel)
-    if after is not None:
-        query = query.where(tuple_(chat_messages.c.rel_timestamp, chat_messages.c.id) > tuple_(after.rel, after.id))
-    if kinds:
-        query = query.where(chat_messages.c.kind.in_(list(kinds)))
-    query = query.order_by(chat_messages.c.rel_timestamp, chat_messages.c.id).limit(limit)
-    async with engine.connect() as conn:
-        return list((await conn.execute(query)).all())
-
-
-async def iter_rows(
-    engine: AsyncEngine,
-    vod_id: str,
-    *,
-    from_rel: float = 0.0,
-    to_rel: float | None = None,
-    after: ChatCursor | None = None,
-    page_size: int = PAGE_SIZE,
-    kinds: Sequence[str] | None = None,
-) -> AsyncIterator[Any]:
-    """Every matching row in order, one page (one short-lived connection) at a time."""
-    while True:
-        page = await fetch_page(engine, vod_id, from_rel=from_rel, to_rel=to_rel, after=after,
-                                limit=page_size, kinds=kinds)
-        for row in page:
-            yield row
-        if len(page) < page_size:
-            return
-        after = cursor_of(page[-1])
 
 
 def rfc3339_ms(value: datetime) -> str:
@@ -200,7 +105,7 @@ async def sse_replay(
     while True:
         page = await fetch_page(engine, vod_id, from_rel=from_rel, after=after, limit=page_size)
         if not page:
-            if follow_live and (await vod_exists(engine, vod_id))[1]:
+            if follow_live and (await vod_state(engine, vod_id)).is_placeholder:
                 async for beat in wait_until(time.monotonic() + live_poll):
                     yield beat
                 continue

@@ -12,23 +12,39 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from reelhouse.archive.chat.writer import tags_json
 from reelhouse.archive.twitch.chat_events import ChatMessage, ClearChat, ClearMsg, UserNotice
 
-KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG = "message", "notice", "clearchat", "clearmsg"
-KINDS = (KIND_MESSAGE, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG)
+KIND_MESSAGE, KIND_ACTION = "message", "action"  # action: a `/me` line (CTCP ACTION), text unwrapped
+KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG = "notice", "clearchat", "clearmsg"
+KINDS = (KIND_MESSAGE, KIND_ACTION, KIND_NOTICE, KIND_CLEARCHAT, KIND_CLEARMSG)
+CHAT_LINE_KINDS = (KIND_MESSAGE, KIND_ACTION)  # what vod-tender's /chat returned: people's lines
 RecordableEvent = ChatMessage | UserNotice | ClearChat | ClearMsg
 
 # Tags that have a column, are the same for every row of a channel (room-id), or mean nothing
 # once the message is sent (client-nonce: the sender's random dedupe token) stay out of `tags`.
-_NOT_IN_TAGS = frozenset({
-    "id", "user-id", "display-name", "color", "badges", "emotes", "bits", "tmi-sent-ts", "login",
-    "reply-parent-msg-id", "reply-parent-user-login", "reply-parent-msg-body", "room-id", "client-nonce",
-})
+_NOT_IN_TAGS = frozenset(
+    {
+        "id",
+        "user-id",
+        "display-name",
+        "color",
+        "badges",
+        "emotes",
+        "bits",
+        "tmi-sent-ts",
+        "login",
+        "reply-parent-msg-id",
+        "reply-parent-user-login",
+        "reply-parent-msg-body",
+        "room-id",
+        "client-nonce",
+    }
+)
 # Per distinct tag-key sequence (a handful per channel): the keys that go to `tags` and a C-level
 # getter for their values. Per distinct (keys, values): the JSON. Most messages carry the same
 # few flags (mod=0, subscriber=1...), so building `tags` is two dict lookups, not a loop over
@@ -93,7 +109,9 @@ def event_time(event: RecordableEvent, received_at: datetime | None = None) -> d
     return event.sent_at or received_at or datetime.now(UTC)
 
 
-def build_row(event: RecordableEvent, vod_id: str, vod_start: float, received_at: datetime | None = None) -> tuple[Any, ...]:
+def build_row(
+    event: RecordableEvent, vod_id: str, vod_start: float, received_at: datetime | None = None
+) -> tuple[Any, ...]:
     """The row for `event` recorded under `vod_id`; `vod_start` is the VOD start as a unix time."""
     ts = event_time(event, received_at)
     rel = ts.timestamp() - vod_start
@@ -105,29 +123,90 @@ def build_row(event: RecordableEvent, vod_id: str, vod_start: float, received_at
         get = tags.get
         message_id = get("id") or synthetic_id(channel, event.login, get("tmi-sent-ts"), event.text)
         return (
-            channel, vod_id, _clip(message_id, 64), KIND_MESSAGE, ts, rel, _clip(get("user-id") or None, 32),
-            _clip(event.login, 64), _clip(get("display-name") or None, 64), _text(event.text),
-            get("badges") or None, get("emotes") or None, _clip(get("color") or None, 16), event.bits or None,
-            _clip(get("reply-parent-msg-id") or None, 64), _clip(get("reply-parent-user-login") or None, 64),
-            _text(get("reply-parent-msg-body")), _extra_tags(tags),
+            channel,
+            vod_id,
+            _clip(message_id, 64),
+            KIND_ACTION if event.is_action else KIND_MESSAGE,
+            ts,
+            rel,
+            _clip(get("user-id") or None, 32),
+            _clip(event.login, 64),
+            _clip(get("display-name") or None, 64),
+            _text(event.text),
+            get("badges") or None,
+            get("emotes") or None,
+            _clip(get("color") or None, 16),
+            event.bits or None,
+            _clip(get("reply-parent-msg-id") or None, 64),
+            _clip(get("reply-parent-user-login") or None, 64),
+            _text(get("reply-parent-msg-body")),
+            _extra_tags(tags),
         )
     if isinstance(event, UserNotice):
-        message_id = event.message_id or synthetic_id(channel, "notice", tags.get("tmi-sent-ts"), event.kind, event.login)
+        message_id = event.message_id or synthetic_id(
+            channel, "notice", tags.get("tmi-sent-ts"), event.kind, event.login
+        )
         return (
-            channel, vod_id, _clip(message_id, 64), KIND_NOTICE, ts, rel, _clip(event.user_id, 32),
-            _clip(event.login, 64), _clip(event.display_name, 64), _text(event.text),
-            tags.get("badges") or None, tags.get("emotes") or None, _clip(tags.get("color") or None, 16), None,
-            None, None, None, _extra_tags(tags),
+            channel,
+            vod_id,
+            _clip(message_id, 64),
+            KIND_NOTICE,
+            ts,
+            rel,
+            _clip(event.user_id, 32),
+            _clip(event.login, 64),
+            _clip(event.display_name, 64),
+            _text(event.text),
+            tags.get("badges") or None,
+            tags.get("emotes") or None,
+            _clip(tags.get("color") or None, 16),
+            None,
+            None,
+            None,
+            None,
+            _extra_tags(tags),
         )
     if isinstance(event, ClearChat):
         message_id = synthetic_id(channel, "clearchat", tags.get("tmi-sent-ts"), event.target_login, event.ban_duration)
         return (
-            channel, vod_id, message_id, KIND_CLEARCHAT, ts, rel, _clip(event.target_user_id, 32),
-            _clip(event.target_login, 64), None, None, None, None, None, None, None, None, None,
+            channel,
+            vod_id,
+            message_id,
+            KIND_CLEARCHAT,
+            ts,
+            rel,
+            _clip(event.target_user_id, 32),
+            _clip(event.target_login, 64),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
             _extra_tags(tags),
         )
+    assert isinstance(event, ClearMsg)  # every other kind returned above
     message_id = synthetic_id(channel, "clearmsg", event.target_msg_id, tags.get("tmi-sent-ts"))
     return (
-        channel, vod_id, message_id, KIND_CLEARMSG, ts, rel, None, _clip(event.login, 64), None,
-        _text(event.text), None, None, None, None, None, None, None, _extra_tags(tags),
+        channel,
+        vod_id,
+        message_id,
+        KIND_CLEARMSG,
+        ts,
+        rel,
+        None,
+        _clip(event.login, 64),
+        None,
+        _text(event.text),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        _extra_tags(tags),
     )

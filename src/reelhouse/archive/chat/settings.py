@@ -9,41 +9,42 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from reelhouse.config import ConfigError, Duration, _env, _Section, describe_validation_error
+from reelhouse.config import Duration, SettingsSection, from_env
 
 
-class ChatSettings(_Section):
-    auto_start: bool = Field(False, validation_alias=_env("CHAT_AUTO_START"))
-    auto_poll_interval: Duration = Field(timedelta(seconds=30), validation_alias=_env("CHAT_AUTO_POLL_INTERVAL"))
+class ChatSettings(SettingsSection):
+    auto_start: bool = Field(False, validation_alias=from_env("CHAT_AUTO_START"))
+    auto_poll_interval: Duration = Field(timedelta(seconds=30), validation_alias=from_env("CHAT_AUTO_POLL_INTERVAL"))
     # Wait after a stream ends before the first reconciliation attempt (vod-tender: 1m).
-    reconcile_delay: Duration = Field(timedelta(minutes=1), validation_alias=_env("VOD_RECONCILE_DELAY"))
+    reconcile_delay: Duration = Field(timedelta(minutes=1), validation_alias=from_env("VOD_RECONCILE_DELAY"))
     # How long after the stream ended reconciliation keeps trying (vod-tender: 15m, hard-coded).
-    reconcile_window: Duration = Field(timedelta(hours=24), validation_alias=_env("CHAT_RECONCILE_WINDOW"))
+    reconcile_window: Duration = Field(timedelta(hours=24), validation_alias=from_env("CHAT_RECONCILE_WINDOW"))
     # A VOD matches a stream when its created_at is this close to the stream's started_at.
     reconcile_match_window: Duration = Field(
-        timedelta(minutes=10), validation_alias=_env("CHAT_RECONCILE_MATCH_WINDOW"))
-    reconcile_retry: Duration = Field(timedelta(seconds=30), validation_alias=_env("CHAT_RECONCILE_RETRY"))
-    reconcile_retry_max: Duration = Field(timedelta(minutes=10), validation_alias=_env("CHAT_RECONCILE_RETRY_MAX"))
+        timedelta(minutes=10), validation_alias=from_env("CHAT_RECONCILE_MATCH_WINDOW")
+    )
+    reconcile_retry: Duration = Field(timedelta(seconds=30), validation_alias=from_env("CHAT_RECONCILE_RETRY"))
+    reconcile_retry_max: Duration = Field(timedelta(minutes=10), validation_alias=from_env("CHAT_RECONCILE_RETRY_MAX"))
 
-    bot_username: str = Field("", validation_alias=_env("TWITCH_BOT_USERNAME"))
-    oauth_token: str = Field("", validation_alias=_env("TWITCH_OAUTH_TOKEN"), repr=False)
+    bot_username: str = Field("", validation_alias=from_env("TWITCH_BOT_USERNAME"))
+    oauth_token: str = Field("", validation_alias=from_env("TWITCH_OAUTH_TOKEN"), repr=False)
     # Manual mode: record TWITCH_CHANNEL's chat under this VOD id, rel timestamps from start.
-    vod_id: str = Field("", validation_alias=_env("TWITCH_VOD_ID"))
-    vod_start: datetime | None = Field(None, validation_alias=_env("TWITCH_VOD_START"))
+    vod_id: str = Field("", validation_alias=from_env("TWITCH_VOD_ID"))
+    vod_start: datetime | None = Field(None, validation_alias=from_env("TWITCH_VOD_START"))
 
-    batch_size: int = Field(1000, ge=1, le=100_000, validation_alias=_env("CHAT_BATCH_SIZE"))
-    flush_interval_ms: int = Field(250, ge=1, le=60_000, validation_alias=_env("CHAT_FLUSH_INTERVAL_MS"))
-    queue_size: int = Field(100_000, ge=100, validation_alias=_env("CHAT_QUEUE_SIZE"))
+    batch_size: int = Field(1000, ge=1, le=100_000, validation_alias=from_env("CHAT_BATCH_SIZE"))
+    flush_interval_ms: int = Field(250, ge=1, le=60_000, validation_alias=from_env("CHAT_FLUSH_INTERVAL_MS"))
+    queue_size: int = Field(100_000, ge=100, validation_alias=from_env("CHAT_QUEUE_SIZE"))
     # A message that waits longer than this in the reader's buffer, or from there to its commit, is late.
-    late_after: Duration = Field(timedelta(seconds=5), validation_alias=_env("CHAT_LATE_AFTER"))
+    late_after: Duration = Field(timedelta(seconds=5), validation_alias=from_env("CHAT_LATE_AFTER"))
 
-    irc_host: str = Field("irc.chat.twitch.tv", validation_alias=_env("TWITCH_IRC_HOST"))
-    irc_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("TWITCH_IRC_PORT"))
-    irc_tls: bool = Field(True, validation_alias=_env("TWITCH_IRC_TLS"))
+    irc_host: str = Field("irc.chat.twitch.tv", validation_alias=from_env("TWITCH_IRC_HOST"))
+    irc_port: int | None = Field(None, ge=1, le=65535, validation_alias=from_env("TWITCH_IRC_PORT"))
+    irc_tls: bool = Field(True, validation_alias=from_env("TWITCH_IRC_TLS"))
 
-    sse_heartbeat: Duration = Field(timedelta(seconds=15), validation_alias=_env("CHAT_SSE_HEARTBEAT"))
+    sse_heartbeat: Duration = Field(timedelta(seconds=15), validation_alias=from_env("CHAT_SSE_HEARTBEAT"))
 
     @field_validator("auto_start", "irc_tls", mode="before")
     @classmethod
@@ -77,11 +78,3 @@ class ChatSettings(_Section):
     @property
     def flush_interval(self) -> float:
         return self.flush_interval_ms / 1000.0
-
-
-def load_chat_settings(**overrides: object) -> ChatSettings:
-    """ChatSettings from the environment; a bad value stops start-up naming the variable."""
-    try:
-        return ChatSettings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None

@@ -1,3 +1,4 @@
+# Over 400 lines: the SQLite and PostgreSQL paths of one batcher share its queue and counts.
 """Batched chat storage: rows go into a bounded in-memory queue and one task writes them in
 batches, so the IRC reader never waits for the database (vod-tender ran one INSERT per message
 inside the IRC callback, reference §12.2).
@@ -14,8 +15,9 @@ the only honest choice when a database stays slower than chat for longer than th
 PostgreSQL: COPY (binary, asyncpg) straight into chat_messages; a batch that holds an id already
 stored fails as a whole on the unique index and is then COPYed into a per-connection temp table
 and merged with `INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING`, so duplicates
-(a reconnect replay, a second recorder) are dropped without paying for the merge every time. SQLite: one `INSERT ... ON CONFLICT DO NOTHING` executemany per batch in one
-write transaction. Either way a batch is one transaction: all of it or none of it.
+(a reconnect replay, a second recorder) are dropped without paying for the merge every time.
+SQLite: one `INSERT ... ON CONFLICT DO NOTHING` executemany per batch in one write transaction.
+Either way a batch is one transaction: all of it or none of it.
 """
 
 from __future__ import annotations
@@ -37,14 +39,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reelhouse.archive.chat import metrics
 from reelhouse.core.db.engine import is_sqlite, write_connection
+from reelhouse.core.jobs.retry import backoff_delay
 
 log = logging.getLogger("reelhouse.archive.chat.writer")
 
 # Column order of a row tuple; `tags` is a JSON string or None.
 COLUMNS = (
-    "channel", "vod_id", "message_id", "kind", "timestamp", "rel_timestamp", "user_id", "username",
-    "display_name", "message", "badges", "emotes", "color", "bits", "reply_to_id", "reply_to_username",
-    "reply_to_message", "tags",
+    "channel",
+    "vod_id",
+    "message_id",
+    "kind",
+    "timestamp",
+    "rel_timestamp",
+    "user_id",
+    "username",
+    "display_name",
+    "message",
+    "badges",
+    "emotes",
+    "color",
+    "bits",
+    "reply_to_id",
+    "reply_to_username",
+    "reply_to_message",
+    "tags",
 )
 _TS = COLUMNS.index("timestamp")
 _CHANNEL = COLUMNS.index("channel")
@@ -52,8 +70,10 @@ _QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)
 
 # ON CONFLICT (message_id), not OR IGNORE: OR IGNORE would also skip rows breaking NOT NULL,
 # silently, where they must be isolated and counted as rejected.
-_SQLITE_INSERT = (f"INSERT INTO chat_messages ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                  "ON CONFLICT (message_id) DO NOTHING")
+_SQLITE_INSERT = (
+    f"INSERT INTO chat_messages ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (message_id) DO NOTHING"
+)
 _SQLITE_GAP = "INSERT INTO chat_gaps (channel, vod_id, started_at, ended_at, reason) VALUES (?, ?, ?, ?, ?)"
 
 _PG_STAGING = "chat_staging"
@@ -74,16 +94,21 @@ WITH inserted AS (
 )
 SELECT channel, count(*) FROM inserted GROUP BY channel"""
 _PG_INSERT_ONE = f"""
-INSERT INTO chat_messages ({_QUOTED}) VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})
+INSERT INTO chat_messages ({_QUOTED}) VALUES ({", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))})
 ON CONFLICT (message_id) DO NOTHING"""
 _PG_GAP = "INSERT INTO chat_gaps (channel, vod_id, started_at, ended_at, reason) VALUES ($1, $2, $3, $4, $5)"
 
 # Errors caused by the rows themselves: retrying the same batch can never succeed, so the batch
 # is split and only the offending rows are given up.
 _DATA_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.IntegrityError, sa_exc.DataError, sqlite3.IntegrityError, sqlite3.DataError,
-    asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
-    asyncpg.exceptions.CharacterNotInRepertoireError, asyncpg.exceptions.UntranslatableCharacterError,
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
 )
 
 
@@ -245,8 +270,12 @@ class ChatWriter:
             try:
                 counts = await (self._write_one_by_one(rows, gaps) if isolate else self._write(rows, gaps))
             except _DATA_ERRORS as exc:
-                log.warning("chat batch rejected (%s: %s); writing its rows one by one", type(exc).__name__,
-                            exc, extra={"component": "chat"})
+                log.warning(
+                    "chat batch rejected (%s: %s); writing its rows one by one",
+                    type(exc).__name__,
+                    exc,
+                    extra={"component": "chat"},
+                )
                 isolate = True
                 continue
             except asyncio.CancelledError:
@@ -258,9 +287,16 @@ class ChatWriter:
                 if self._closed and attempt > 3:
                     self._give_up(rows, gaps, exc)
                     return
-                delay = min(self._retry_delay[1], self._retry_delay[0] * 2 ** min(attempt - 1, 10))
-                log.warning("chat batch of %d not written (%s: %s); retrying in %.1fs", len(rows),
-                            type(exc).__name__, exc, delay, extra={"component": "chat"})
+                base, cap = self._retry_delay
+                delay = backoff_delay(attempt, base=base, cap=cap).total_seconds()
+                log.warning(
+                    "chat batch of %d not written (%s: %s); retrying in %.1fs",
+                    len(rows),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    extra={"component": "chat"},
+                )
                 await asyncio.sleep(delay)
                 continue
             metrics.BATCH_WRITE_SECONDS.observe(time.perf_counter() - started)
@@ -281,8 +317,13 @@ class ChatWriter:
     def _give_up(self, rows: Sequence[tuple[Any, ...]], gaps: Sequence[GapRow], exc: BaseException) -> None:
         self.dropped += len(rows)
         metrics.MESSAGES_DROPPED.labels("writer_queue").inc(len(rows))
-        log.error("chat writer stopping with the database unavailable: %d messages and %d gaps lost (%s)",
-                  len(rows), len(gaps), exc, extra={"component": "chat"})
+        log.error(
+            "chat writer stopping with the database unavailable: %d messages and %d gaps lost (%s)",
+            len(rows),
+            len(gaps),
+            exc,
+            extra={"component": "chat"},
+        )
 
     # ---- backends ---------------------------------------------------------------------------
     async def _write(self, rows: Sequence[tuple[Any, ...]], gaps: Sequence[GapRow]) -> Counter[str]:
@@ -293,7 +334,7 @@ class ChatWriter:
     async def _write_sqlite(self, rows: Sequence[tuple[Any, ...]], gaps: Sequence[GapRow]) -> Counter[str]:
         by_channel: dict[str, list[tuple[Any, ...]]] = {}
         for row in rows:
-            encoded = (*row[:_TS], sqlite_timestamp(row[_TS]), *row[_TS + 1:])
+            encoded = (*row[:_TS], sqlite_timestamp(row[_TS]), *row[_TS + 1 :])
             by_channel.setdefault(row[_CHANNEL], []).append(encoded)
         counts: Counter[str] = Counter()
         conn = await write_connection(self.engine)
@@ -304,9 +345,19 @@ class ChatWriter:
                     result = await conn.exec_driver_sql(_SQLITE_INSERT, channel_rows)
                     counts[channel] += max(result.rowcount, 0)
                 if gaps:
-                    await conn.exec_driver_sql(_SQLITE_GAP, [
-                        (g.channel, g.vod_id, sqlite_timestamp(g.started_at), sqlite_timestamp(g.ended_at), g.reason)
-                        for g in gaps])
+                    await conn.exec_driver_sql(
+                        _SQLITE_GAP,
+                        [
+                            (
+                                g.channel,
+                                g.vod_id,
+                                sqlite_timestamp(g.started_at),
+                                sqlite_timestamp(g.ended_at),
+                                g.reason,
+                            )
+                            for g in gaps
+                        ],
+                    )
         finally:
             await conn.close()
         return counts
@@ -334,8 +385,10 @@ class ChatWriter:
             async with pg.transaction():
                 if rows:
                     await pg.copy_records_to_table(
-                        _PG_STAGING, records=[(index, *row) for index, row in enumerate(rows)],
-                        columns=("ord", *COLUMNS))
+                        _PG_STAGING,
+                        records=[(index, *row) for index, row in enumerate(rows)],
+                        columns=("ord", *COLUMNS),
+                    )
                     for channel, count in await pg.fetch(_PG_MERGE):
                         counts[channel] += count
                 await self._insert_gaps_pg(pg, gaps)
@@ -356,17 +409,23 @@ class ChatWriter:
             except _DATA_ERRORS as exc:
                 self.rejected += 1
                 metrics.MESSAGES_DROPPED.labels("invalid").inc()
-                log.warning("chat message %s for vod %s rejected by the database: %s", row[2], row[1],
-                            exc, extra={"component": "chat"})
+                log.warning(
+                    "chat message %s for vod %s rejected by the database: %s",
+                    row[2],
+                    row[1],
+                    exc,
+                    extra={"component": "chat"},
+                )
         for gap in gaps:
             try:
                 await self._write((), [gap])
             except _DATA_ERRORS as exc:
-                log.warning("chat gap for #%s rejected by the database: %s", gap.channel, exc,
-                            extra={"component": "chat"})
+                log.warning(
+                    "chat gap for #%s rejected by the database: %s", gap.channel, exc, extra={"component": "chat"}
+                )
         return counts
 
 
 async def _asyncpg_connection(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    return raw.driver_connection

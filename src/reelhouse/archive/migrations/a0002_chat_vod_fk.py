@@ -12,19 +12,19 @@ Create Date: 2026-11-22
 
 from alembic import op
 
-revision = 'a0002_chat_vod_fk'
-down_revision = 'a0001_archive'
+revision = "a0002_chat_vod_fk"
+down_revision = "a0001_archive"
 branch_labels = None
 depends_on = None
 
-_FK = 'fk_chat_messages_vod_id_vods'
+_FK = "fk_chat_messages_vod_id_vods"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('chat_messages', schema=None) as batch_op:
-        batch_op.drop_constraint(_FK, type_='foreignkey')
+    with op.batch_alter_table("chat_messages", schema=None) as batch_op:
+        batch_op.drop_constraint(_FK, type_="foreignkey")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('chat_messages', schema=None) as batch_op:
-        batch_op.create_foreign_key(_FK, 'vods', ['vod_id'], ['twitch_vod_id'], onupdate='CASCADE', ondelete='CASCADE')
+    with op.batch_alter_table("chat_messages", schema=None) as batch_op:
+        batch_op.create_foreign_key(_FK, "vods", ["vod_id"], ["twitch_vod_id"], onupdate="CASCADE", ondelete="CASCADE")

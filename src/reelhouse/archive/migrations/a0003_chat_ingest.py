@@ -14,20 +14,20 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = 'a0003_chat_ingest'
-down_revision = 'a0002_chat_vod_fk'
+revision = "a0003_chat_ingest"
+down_revision = "a0002_chat_vod_fk"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.drop_index('idx_chat_vod_abs', table_name='chat_messages')
-    if op.get_context().dialect.name == 'postgresql':
+    op.drop_index("idx_chat_vod_abs", table_name="chat_messages")
+    if op.get_context().dialect.name == "postgresql":
         # SQLite stores JSON as text already; nothing to convert there.
-        op.alter_column('chat_messages', 'tags', type_=sa.Text(), postgresql_using='tags::text')
+        op.alter_column("chat_messages", "tags", type_=sa.Text(), postgresql_using="tags::text")
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name == 'postgresql':
-        op.alter_column('chat_messages', 'tags', type_=postgresql.JSONB(), postgresql_using='tags::jsonb')
-    op.create_index('idx_chat_vod_abs', 'chat_messages', ['vod_id', 'timestamp'])
+    if op.get_context().dialect.name == "postgresql":
+        op.alter_column("chat_messages", "tags", type_=postgresql.JSONB(), postgresql_using="tags::jsonb")
+    op.create_index("idx_chat_vod_abs", "chat_messages", ["vod_id", "timestamp"])

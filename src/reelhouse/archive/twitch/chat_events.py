@@ -1,3 +1,4 @@
+# Over 400 lines: one small typed event per Twitch IRC command, in one mapping.
 """Twitch chat events typed from IRC messages: `to_event` turns an `IrcMessage` into a
 `ChatMessage`, `UserNotice`, `ClearChat`, `ClearMsg`, `RoomState`, `Notice`, `Ping` or
 `Reconnect`; commands we do not model come back as the `IrcMessage` itself. A field that does
@@ -16,10 +17,26 @@ from typing import NamedTuple
 from reelhouse.archive.twitch.irc_message import IrcMessage, parse_line, parse_tags
 
 __all__ = [
-    "Badge", "ChannelEvent", "ChatMessage", "ClearChat", "ClearMsg", "EmotePosition", "Notice", "Ping",
-    "Reconnect", "RoomState", "TwitchEvent", "UserNotice", "chat_message_from_line", "parse_badges", "parse_emotes", "parse_event",
-    "tmi_sent_time", "to_event",
+    "Badge",
+    "ChannelEvent",
+    "ChatMessage",
+    "ClearChat",
+    "ClearMsg",
+    "EmotePosition",
+    "Notice",
+    "Ping",
+    "Reconnect",
+    "RoomState",
+    "TwitchEvent",
+    "UserNotice",
+    "chat_message_from_line",
+    "parse_badges",
+    "parse_emotes",
+    "parse_event",
+    "tmi_sent_time",
+    "to_event",
 ]
+
 
 class Badge(NamedTuple):
     name: str
@@ -240,7 +257,7 @@ def _split_action(text: str) -> tuple[str, bool]:
     # CTCP ACTION (/me): "\x01ACTION waves\x01"; some clients omit the closing \x01.
     if not text.startswith("\x01ACTION"):
         return text, False
-    body = text[len("\x01ACTION"):]
+    body = text[len("\x01ACTION") :]
     if body.endswith("\x01"):
         body = body[:-1]
     return body.removeprefix(" "), True
@@ -257,16 +274,18 @@ def _chat_message(msg: IrcMessage, channel: str) -> ChatMessage | IrcMessage:
         text, is_action = _split_action(text)
     prefix = msg.prefix
     login = (prefix.nick if prefix is not None and prefix.nick else tags.get("login", "")).lower()
-    return ChatMessage(channel=channel, text=text, login=login, is_action=is_action,
-                       sent_at=tmi_sent_time(tags), tags=tags)
+    return ChatMessage(
+        channel=channel, text=text, login=login, is_action=is_action, sent_at=tmi_sent_time(tags), tags=tags
+    )
 
 
 def _chat_message_slow(msg: IrcMessage, channel: str) -> ChatMessage:
     # PRIVMSG #chan text (no ':' before a one-word text): the text is the last middle param.
     text, is_action = _split_action(msg.arguments[-1])
     login = (msg.prefix.nick if msg.prefix and msg.prefix.nick else msg.tags.get("login", "")).lower()
-    return ChatMessage(channel=channel, text=text, login=login, is_action=is_action,
-                       sent_at=tmi_sent_time(msg.tags), tags=msg.tags)
+    return ChatMessage(
+        channel=channel, text=text, login=login, is_action=is_action, sent_at=tmi_sent_time(msg.tags), tags=msg.tags
+    )
 
 
 def _user_notice(msg: IrcMessage, channel: str) -> UserNotice:
@@ -367,12 +386,11 @@ def chat_message_from_line(line: str) -> ChatMessage | None:
     if line[:1] != "@":
         return None
     tags_end = line.find(" ")
-    parts = line[tags_end + 1:].rstrip("\r\n").split(" ", 3)
+    parts = line[tags_end + 1 :].rstrip("\r\n").split(" ", 3)
     if tags_end < 0 or len(parts) != 4:
         return None
     source, command, target, trailing = parts
-    if (command != "PRIVMSG" or source[:1] != ":" or target[:1] != "#" or len(target) < 2
-            or trailing[:1] != ":"):
+    if command != "PRIVMSG" or source[:1] != ":" or target[:1] != "#" or len(target) < 2 or trailing[:1] != ":":
         return None
     nick = source[1:].partition("@")[0].partition("!")[0]
     if not nick or ("!" not in source and "@" not in source):
@@ -382,5 +400,11 @@ def chat_message_from_line(line: str) -> ChatMessage | None:
     is_action = text.startswith("\x01ACTION")
     if is_action:
         text, is_action = _split_action(text)
-    return ChatMessage(channel=target[1:].lower(), text=text, login=nick.lower(), is_action=is_action,
-                       sent_at=tmi_sent_time(tags), tags=tags)
+    return ChatMessage(
+        channel=target[1:].lower(),
+        text=text,
+        login=nick.lower(),
+        is_action=is_action,
+        sent_at=tmi_sent_time(tags),
+        tags=tags,
+    )

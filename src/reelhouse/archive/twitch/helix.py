@@ -2,15 +2,14 @@
 
 One client per process is meant to be shared: it caches the app access token until shortly
 before expiry (vod-tender fetched a new one every cycle) and caches login -> user id. Errors are
-classified for the job engine: 429 -> RateLimitedError (after at most one short in-call wait),
-5xx and network errors -> bounded backoff then TransientError, 401 -> one token refresh, other
-4xx -> PermanentError carrying Twitch's message.
+provider errors (core/providers/errors.py): 429 -> RateLimited (after at most one short in-call
+wait), 5xx and network errors -> bounded backoff then Unavailable, 401 -> one token refresh,
+an unknown channel -> NotFound, other 4xx -> Rejected carrying Twitch's message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,23 +19,15 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from reelhouse.archive.twitch.oauth import (
-    DEFAULT_AUTH_BASE,
-    OAuthTokens,
-    TwitchOAuth,
-    backoff_delay,
-    get_or_create_counter,
-    parse_retry_at,
-    provider_message,
-)
-from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
-
-log = logging.getLogger(__name__)
+from reelhouse.archive.twitch.oauth import DEFAULT_AUTH_BASE, PROVIDER, OAuthTokens, TwitchOAuth
+from reelhouse.core.providers.errors import NotFound, Rejected, Unavailable
+from reelhouse.core.providers.http import ProviderHttp, RetryPolicy, provider_message
+from reelhouse.core.telemetry.metrics import counter
 
 DEFAULT_API_BASE = "https://api.twitch.tv/helix"
 MAX_PAGE_SIZE = 100  # Helix's documented maximum for `first`
 
-HELIX_API_CALLS = get_or_create_counter(
+HELIX_API_CALLS = counter(
     "helix_api_calls_total", "Twitch Helix API calls by endpoint and HTTP status", ("endpoint", "status")
 )
 
@@ -136,9 +127,13 @@ class HelixClient:
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,
         )
-        self._max_attempts = max_attempts
-        self._backoff = (backoff_base, backoff_cap)
-        self._max_inline_wait = max_inline_wait
+        policy = RetryPolicy(
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            max_inline_wait=max_inline_wait,
+        )
+        self._sender = ProviderHttp(PROVIDER, self._http, policy, calls=HELIX_API_CALLS)
         self._refresh_margin = token_refresh_margin
         self._token: OAuthTokens | None = None
         self._token_refresh_after: datetime | None = None
@@ -165,7 +160,7 @@ class HelixClient:
         body = await self._get("users", [("login", key)])
         users = self._parse(HelixUser, body, "users")
         if not users:
-            raise PermanentError(f"twitch channel {login!r} does not exist")
+            raise NotFound(PROVIDER, f"channel {login!r} does not exist", 404)
         self._users[key] = users[0]
         return users[0]
 
@@ -181,6 +176,19 @@ class HelixClient:
         body = await self._get("videos", params)
         cursor = (body.get("pagination") or {}).get("cursor") or None
         return VideoPage(self._parse(HelixVideo, body, "videos"), cursor)
+
+    async def get_video(self, video_id: str) -> HelixVideo:
+        """One video by id (NotFound when Twitch does not have it, or no longer)."""
+        try:
+            body = await self._get("videos", [("id", video_id)])
+        except Rejected as exc:
+            if exc.status == 404:
+                raise NotFound(PROVIDER, f"video {video_id} does not exist", 404) from None
+            raise
+        videos = self._parse(HelixVideo, body, "videos")
+        if not videos:
+            raise NotFound(PROVIDER, f"video {video_id} does not exist", 404)
+        return videos[0]
 
     async def iter_video_pages(
         self, user_id: str, *, type: str = "archive", page_size: int = MAX_PAGE_SIZE, after: str | None = None
@@ -249,63 +257,32 @@ class HelixClient:
     def _token_is_stale(self) -> bool:
         return self._token_refresh_after is None or datetime.now(UTC) >= self._token_refresh_after
 
-    def _invalidate_token(self, rejected: str) -> None:
+    # TokenSource (core/providers/http.py): the app token, dropped when Helix rejects it.
+    async def access_token(self) -> str:
+        return await self._app_token()
+
+    async def token_rejected(self, token: str) -> None:
         # Only drop the token the server rejected; a concurrent caller may already hold a new one.
-        if self._token is not None and self._token.access_token == rejected:
+        if self._token is not None and self._token.access_token == token:
             self._token = None
             self._token_refresh_after = None
 
     async def _get(self, endpoint: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
-        url = f"{self.api_base}/{endpoint}"
-        failures = 0
-        refreshed = False
-        waited = False
-        while True:
-            token = await self._app_token()
-            headers = {"Client-Id": self.client_id, "Authorization": f"Bearer {token}"}
-            try:
-                response = await self._http.get(url, params=list(params), headers=headers)
-            except httpx.TransportError as exc:
-                HELIX_API_CALLS.labels(endpoint=endpoint, status="network_error").inc()
-                failures += 1
-                if failures >= self._max_attempts:
-                    raise TransientError(f"helix {endpoint}: {type(exc).__name__} after {failures} attempts") from None
-                await self._sleep_backoff(endpoint, type(exc).__name__, failures)
-                continue
-            status = response.status_code
-            HELIX_API_CALLS.labels(endpoint=endpoint, status=str(status)).inc()
-            if status == 200:
-                try:
-                    return response.json()
-                except ValueError:
-                    raise TransientError(f"helix {endpoint}: 200 with a non-JSON body") from None
-            if status == 401 and not refreshed:
-                refreshed = True
-                self._invalidate_token(token)
-                continue
-            if status == 429:
-                now = datetime.now(UTC)
-                retry_at = parse_retry_at(response.headers, now)
-                wait = (retry_at - now).total_seconds()
-                if not waited and wait <= self._max_inline_wait:
-                    waited = True
-                    await asyncio.sleep(max(wait, 0.0))
-                    continue
-                raise RateLimitedError(f"helix {endpoint}: rate limited (HTTP 429)", retry_at)
-            if status >= 500:
-                failures += 1
-                if failures >= self._max_attempts:
-                    raise TransientError(f"helix {endpoint}: HTTP {status} after {failures} attempts")
-                await self._sleep_backoff(endpoint, f"HTTP {status}", failures)
-                continue
-            raise PermanentError(f"helix {endpoint}: HTTP {status}: {provider_message(response)}")
-
-    async def _sleep_backoff(self, endpoint: str, cause: str, failures: int) -> None:
-        delay = backoff_delay(failures, *self._backoff)
-        log.warning(
-            "helix %s failed (%s); retry %d/%d in %.2fs", endpoint, cause, failures, self._max_attempts - 1, delay
+        headers = {"Client-Id": self.client_id}
+        response = await self._sender.send(
+            "GET", f"{self.api_base}/{endpoint}", what=endpoint, token=self, params=list(params), headers=headers
         )
-        await asyncio.sleep(delay)
+        if response.status_code != 200:
+            raise Rejected(
+                PROVIDER,
+                f"helix {endpoint}: HTTP {response.status_code}: {provider_message(response)}",
+                response.status_code,
+            )
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            raise Unavailable(PROVIDER, f"helix {endpoint}: 200 with a non-JSON body") from None
+        return body
 
     @staticmethod
     def _parse(model: type[_Model], body: dict[str, Any], endpoint: str) -> list[_Model]:
@@ -314,4 +291,4 @@ class HelixClient:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise PermanentError(f"helix {endpoint}: unexpected payload ({where}: {first['msg']})") from None
+            raise Rejected(PROVIDER, f"helix {endpoint}: unexpected payload ({where}: {first['msg']})") from None

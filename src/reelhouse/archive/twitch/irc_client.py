@@ -1,3 +1,4 @@
+# Over 400 lines: the connection state machine is one piece (delivery is chat_delivery.py).
 """Asyncio Twitch chat client: one IRC connection joined to many channels, kept alive.
 
 What vod-tender's recorder lacked (reference/vod-tender.md §12.2): it reconnects forever with
@@ -30,6 +31,7 @@ from typing import NoReturn
 from reelhouse.archive.twitch.chat_delivery import ChatClientStats, ChatEvent, EventBuffer, Gap
 from reelhouse.archive.twitch.chat_events import chat_message_from_line, tmi_sent_time, to_event
 from reelhouse.archive.twitch.irc_message import IrcMessage, IrcParseError, format_line, parse_line
+from reelhouse.core.jobs.retry import BackoffPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +64,10 @@ def normalize_channel(name: str) -> str:
     return login
 
 
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*factor**n)).
-    Full jitter spreads many recorders that lost the same server, so they do not return together."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    factor: float = 2.0
-
-    def ceiling(self, attempt: int) -> float:
-        # The exponent is bounded so a client that retried for days cannot overflow the float.
-        return min(self.cap, self.base * self.factor ** min(attempt, 64))
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, self.ceiling(attempt))
+def reconnect_backoff(base: float = 1.0, cap: float = 60.0) -> BackoffPolicy:
+    """Full jitter spreads many recorders that lost the same server, so they do not return
+    together (core/jobs/retry.py)."""
+    return BackoffPolicy(base=base, cap=cap, jitter="full")
 
 
 class _SessionLost(Exception):
@@ -120,7 +111,7 @@ class TwitchChatClient:
         connect_timeout: float = 10.0,
         idle_timeout: float = 60.0,
         pong_timeout: float = 10.0,
-        backoff: BackoffPolicy = BackoffPolicy(),
+        backoff: BackoffPolicy | None = None,
         stable_after: float = 60.0,
         join_batch_size: int = 20,
         join_window: float = 10.0,
@@ -147,7 +138,7 @@ class TwitchChatClient:
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._pong_timeout = pong_timeout
-        self._backoff = backoff
+        self._backoff = backoff or reconnect_backoff()
         self._stable_after = stable_after
         self._join_batch_size = join_batch_size
         self._join_window = join_window
@@ -261,7 +252,7 @@ class TwitchChatClient:
                         attempt = 0
                 else:
                     self.stats.connect_failures += 1
-                delay = 0.0 if lost.reconnect_now else self._backoff.delay(attempt, self._rng)
+                delay = 0.0 if lost.reconnect_now else self._backoff.delay(attempt + 1, self._rng)
                 attempt = attempt if lost.reconnect_now else attempt + 1
                 log.warning("twitch chat disconnected (%s); reconnecting in %.2fs", lost.reason, delay)
                 await asyncio.sleep(delay)
@@ -284,11 +275,10 @@ class TwitchChatClient:
 
     async def _run_session(self) -> NoReturn:
         token = await self._current_token()
-        nick = self._nick if token else f"justinfan{self._rng.randint(10_000, 99_999_999)}"
+        # Without a token (or a nick to go with it) chat is read anonymously, as Twitch allows.
+        nick = self._nick if token and self._nick else f"justinfan{self._rng.randint(10_000, 99_999_999)}"
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                self._host, self._port, ssl=self._ssl, limit=_MAX_LINE_BYTES
-            )
+            reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl, limit=_MAX_LINE_BYTES)
         session = _Session(reader=reader, writer=writer, nick=nick, last_traffic=self._clock())
         self._session = session
         log.info("twitch chat connected to %s:%d as %s", self._host, self._port, nick)
@@ -339,7 +329,7 @@ class TwitchChatClient:
         for start in range(0, len(pending), self._join_batch_size):
             if start:
                 await asyncio.sleep(self._join_window)
-            batch = ",".join(f"#{c}" for c in pending[start:start + self._join_batch_size])
+            batch = ",".join(f"#{c}" for c in pending[start : start + self._join_batch_size])
             self._send(session, format_line("JOIN", batch))
 
     async def _read_lines(self, session: _Session) -> list[str]:

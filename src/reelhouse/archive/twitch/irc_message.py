@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
-    "IrcMessage", "IrcParseError", "Prefix", "escape_tag_value", "format_line", "parse_line", "parse_tags",
+    "IrcMessage",
+    "IrcParseError",
+    "Prefix",
+    "escape_tag_value",
+    "format_line",
+    "parse_line",
+    "parse_tags",
     "unescape_tag_value",
 ]
 

@@ -7,46 +7,26 @@ speaks the protocol. Tokens never appear in logs, exception messages or `repr()`
 
 from __future__ import annotations
 
-import asyncio
-import random
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from prometheus_client import REGISTRY, Counter
 
-from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
+from reelhouse.core.providers.errors import Rejected
+from reelhouse.core.providers.http import ProviderHttp, RetryPolicy, provider_message
+from reelhouse.core.telemetry.metrics import counter
 
+PROVIDER = "twitch"
 DEFAULT_AUTH_BASE = "https://id.twitch.tv/oauth2"
 DEFAULT_SCOPES = ("chat:read", "chat:edit")
 # Twitch documents 60 min for user tokens; used only when a response omits expires_in.
 _DEFAULT_EXPIRES_IN = 3600
 
-
-def get_or_create_counter(name: str, documentation: str, labelnames: Sequence[str]) -> Counter:
-    """Register a counter once per process: modules can be imported twice (tests, reloads) and
-    several modules share `oauth_token_refresh_total`; a second `Counter()` would raise."""
-    existing = REGISTRY._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup exists
-    if existing is not None:
-        return existing  # type: ignore[return-value]
-    return Counter(name.removesuffix("_total"), documentation, labelnames)
-
-
-OAUTH_TOKEN_REFRESH = get_or_create_counter(
-    "oauth_token_refresh_total", "OAuth token refresh attempts", ("provider", "status")
-)
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so retries from many
-    workers spread out but never collapse to zero."""
-    ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+OAUTH_TOKEN_REFRESH = counter("oauth_token_refresh_total", "OAuth token refresh attempts", ("provider", "status"))
 
 
 @dataclass(frozen=True)
@@ -61,42 +41,6 @@ class OAuthTokens:
 
     def expires_within(self, window: timedelta, now: datetime | None = None) -> bool:
         return self.expires_at - (now or datetime.now(UTC)) <= window
-
-
-def provider_message(response: httpx.Response) -> str:
-    """The human part of an OAuth/Helix error body (`message`, `error_description`, `error`),
-    bounded so a misbehaving server cannot flood task error columns."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, Mapping):
-        for key in ("message", "error_description", "error"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                return value[:300]
-    return response.reason_phrase
-
-
-def parse_retry_at(headers: httpx.Headers, now: datetime, default_seconds: float = 1.0) -> datetime:
-    """When a 429 may be retried: Twitch's `Ratelimit-Reset` (unix seconds) first, then the
-    standard `Retry-After` (delta seconds or HTTP date)."""
-    reset = headers.get("ratelimit-reset")
-    if reset:
-        try:
-            return datetime.fromtimestamp(float(reset), UTC)
-        except (ValueError, OverflowError):
-            pass
-    retry_after = headers.get("retry-after")
-    if retry_after:
-        try:
-            return now + timedelta(seconds=max(float(retry_after), 0.0))
-        except ValueError:
-            try:
-                return parsedate_to_datetime(retry_after).astimezone(UTC)
-            except (TypeError, ValueError):
-                pass
-    return now + timedelta(seconds=default_seconds)
 
 
 class TwitchOAuth:
@@ -125,8 +69,8 @@ class TwitchOAuth:
         self.auth_base = auth_base.rstrip("/")
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(transport=transport, timeout=timeout)
-        self._max_attempts = max_attempts
-        self._backoff = (backoff_base, backoff_cap)
+        policy = RetryPolicy(max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap)
+        self._sender = ProviderHttp(PROVIDER, self._http, policy)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -186,37 +130,22 @@ class TwitchOAuth:
 
     async def _token_request(self, form: dict[str, str], *, what: str) -> OAuthTokens:
         data = {**form, "client_id": self.client_id, "client_secret": self._client_secret}
-        url = f"{self.auth_base}/token"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._http.post(url, data=data)
-            except httpx.TransportError as exc:
-                if attempt >= self._max_attempts:
-                    # The exception text names only the host; the form (with secrets) is not in it.
-                    raise TransientError(f"twitch {what}: {type(exc).__name__} talking to {url}") from None
-                await asyncio.sleep(backoff_delay(attempt, *self._backoff))
-                continue
-            if response.status_code == 200:
-                return _tokens_from_json(response.json())
-            if response.status_code == 429:
-                now = datetime.now(UTC)
-                raise RateLimitedError(f"twitch {what}: rate limited", parse_retry_at(response.headers, now))
-            if response.status_code >= 500:
-                if attempt >= self._max_attempts:
-                    raise TransientError(f"twitch {what}: HTTP {response.status_code} after {attempt} attempts")
-                await asyncio.sleep(backoff_delay(attempt, *self._backoff))
-                continue
+        response = await self._sender.send("POST", f"{self.auth_base}/token", what=what, data=data)
+        if response.status_code != 200:
             # 400 invalid code/refresh token, 403 invalid client: the user or operator must act.
-            raise PermanentError(f"twitch {what} rejected (HTTP {response.status_code}): {provider_message(response)}")
+            raise Rejected(
+                PROVIDER,
+                f"{what} rejected (HTTP {response.status_code}): {provider_message(response)}",
+                response.status_code,
+            )
+        return _tokens_from_json(response.json())
 
 
 def _tokens_from_json(body: Mapping[str, Any]) -> OAuthTokens:
     try:
         access_token = str(body["access_token"])
     except KeyError:
-        raise PermanentError("twitch token endpoint answered without an access_token") from None
+        raise Rejected(PROVIDER, "token endpoint answered without an access_token") from None
     expires_in = int(body.get("expires_in") or _DEFAULT_EXPIRES_IN)
     scope = body.get("scope") or ()
     # Twitch sends scope as a JSON list; RFC 6749 allows a space-separated string.

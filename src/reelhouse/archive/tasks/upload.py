@@ -21,23 +21,22 @@ import asyncio
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from reelhouse.archive import metrics
-from reelhouse.archive.download import cancel_was_requested, load_vod, note_last_attempt, update_vod
-from reelhouse.archive.models import vods
 from reelhouse.archive.settings import ArchiveSettings
-from reelhouse.archive.youtube import UploadSessionExpired, VideoMetadata, YouTubeClient
+from reelhouse.archive.tasks.download import attempt_note, load_vod, note_last_attempt, vod_attributes
 from reelhouse.core.db.types import utcnow
 from reelhouse.core.jobs.context import TaskContext
-from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
+from reelhouse.core.jobs.errors import LeaseLost, PermanentError, RateLimitedError, TransientError
+from reelhouse.core.providers.errors import RateLimited, Rejected
+from reelhouse.core.providers.youtube import UploadSessionExpired, VideoMetadata, YouTubeClient
+from reelhouse.core.telemetry.tracing import span
 
 if TYPE_CHECKING:
-    from reelhouse.archive.pipeline import ArchiveServices
+    from reelhouse.archive.services import ArchiveServices
 
 log = logging.getLogger("reelhouse.archive.upload")
 
@@ -52,18 +51,23 @@ def youtube_url(video_id: str) -> str:
 
 
 def template_fields(settings: ArchiveSettings, row: Any) -> dict[str, str]:
-    when = (row.date or row.created_at).astimezone(timezone.utc)
-    return {"date": when.strftime("%Y-%m-%d"), "datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "title": (row.title or "").strip(), "channel": row.channel or "twitch",
-            "vod_id": row.twitch_vod_id, "url": settings.vod_url(row.twitch_vod_id),
-            "description": (row.description or "").strip()}
+    when = (row.date or row.created_at).astimezone(UTC)
+    return {
+        "date": when.strftime("%Y-%m-%d"),
+        "datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "title": (row.title or "").strip(),
+        "channel": row.channel or "twitch",
+        "vod_id": row.twitch_vod_id,
+        "url": settings.vod_url(row.twitch_vod_id),
+        "description": (row.description or "").strip(),
+    }
 
 
 def clean_title(text: str) -> str:
     title = " ".join(_CONTROL.sub(" ", text).replace("<", "‹").replace(">", "›").split())
     if not title:
         return "Twitch VOD"
-    return title if len(title) <= TITLE_MAX_CHARS else title[:TITLE_MAX_CHARS - 3].rstrip() + "..."
+    return title if len(title) <= TITLE_MAX_CHARS else title[: TITLE_MAX_CHARS - 3].rstrip() + "..."
 
 
 def clean_description(text: str) -> str:
@@ -72,24 +76,22 @@ def clean_description(text: str) -> str:
     if len(raw) <= DESCRIPTION_MAX_BYTES:
         return description
     # Cut at a character boundary, leaving room for the ellipsis.
-    return raw[:DESCRIPTION_MAX_BYTES - 3].decode("utf-8", errors="ignore").rstrip() + "..."
+    return raw[: DESCRIPTION_MAX_BYTES - 3].decode("utf-8", errors="ignore").rstrip() + "..."
 
 
 def video_metadata(settings: ArchiveSettings, row: Any) -> VideoMetadata:
     fields = template_fields(settings, row)
-    return VideoMetadata(title=clean_title(settings.youtube_title_template.format(**fields)),
-                         description=clean_description(settings.youtube_description_template.format(**fields)),
-                         privacy_status=settings.youtube_privacy)
+    return VideoMetadata(
+        title=clean_title(settings.youtube_title_template.format(**fields)),
+        description=clean_description(settings.youtube_description_template.format(**fields)),
+        privacy_status=settings.youtube_privacy,
+    )
 
 
 async def check_daily_limits(services: ArchiveServices, settings: ArchiveSettings, row: Any) -> None:
     """Raise RateLimitedError when this upload would exceed a rolling 24 h cap (0 = no cap)."""
     now = utcnow()
-    window = now - timedelta(hours=24)
-    query = (select(vods.c.uploaded_at, vods.c.date).where(vods.c.channel == row.channel, vods.c.uploaded_at >= window)
-             .order_by(vods.c.uploaded_at))
-    async with services.engine.connect() as conn:
-        recent = (await conn.execute(query)).all()
+    recent = await services.vods.uploads_since(row.channel, now - timedelta(hours=24))
     checks = [(settings.upload_daily_limit, [r.uploaded_at for r in recent], "UPLOAD_DAILY_LIMIT")]
     if settings.is_back_catalog(row.date, now):
         backlog = [r.uploaded_at for r in recent if settings.is_back_catalog(r.date, now)]
@@ -102,109 +104,162 @@ async def check_daily_limits(services: ArchiveServices, settings: ArchiveSetting
 
 
 async def upload_task(services: ArchiveServices, ctx: TaskContext) -> dict[str, Any]:
-    engine = services.engine
-    settings = await services.settings()
+    store, files = services.vods, services.files
+    settings = await services.current_settings()
     vod_id = str(ctx.payload["vod_id"])
-    row = await load_vod(engine, vod_id)
+    row = await load_vod(store, vod_id)
     channel = row.channel
     if row.youtube_url:
         # Done before (maybe by an attempt that died right after saving the URL): finish the
         # bookkeeping that attempt may have missed, never upload again.
         values: dict[str, Any] = {"processed": True, "processing_error": None}
-        if row.downloaded_path and services.clean_after_upload(settings, row):
+        if row.downloaded_path and files.clean_after_upload(settings, row.downloaded_path):
             values["downloaded_path"] = None
-        await update_vod(engine, vod_id, **values)
+        await store.update(vod_id, **values)
         return {"vod_id": vod_id, "youtube_url": row.youtube_url, "skipped": "already uploaded"}
     if not settings.youtube_upload_enabled or row.skip_upload:
         reason = "skip_upload set" if row.skip_upload else "YOUTUBE_UPLOAD_ENABLED is off"
-        await update_vod(engine, vod_id, processed=True, processing_error=None)
+        await store.update(vod_id, processed=True, processing_error=None)
         await _observe_total(services, ctx, channel)
         return {"vod_id": vod_id, "skipped": reason, "path": row.downloaded_path}
-    await note_last_attempt(engine, ctx, row, "upload")
+    await note_last_attempt(store, ctx, row, "upload")
     if not row.downloaded_path or not Path(row.downloaded_path).is_file():
         await _fail_permanently(services, row, "local file is missing; reprocess the VOD to download it again")
-    client = await services.youtube(channel)
+    client = await services.youtube.client(channel)
     if client is None:
-        await update_vod(engine, vod_id, processing_error="upload: waiting for YouTube authorization "
-                                                         "(set YT_CLIENT_ID/YT_CLIENT_SECRET and run /auth/youtube)")
+        await store.update(
+            vod_id,
+            processing_error="upload: waiting for YouTube authorization "
+            "(set YT_CLIENT_ID/YT_CLIENT_SECRET and run /auth/youtube)",
+        )
         raise RateLimitedError("YouTube is not authorized", utcnow() + AUTHORIZATION_RECHECK)
     if row.youtube_upload_uri is None:
         await check_daily_limits(services, settings, row)  # a started session already holds its slot
 
     started = time.monotonic()
     try:
-        async with client:
-            video_id = await _send(services, ctx, settings, row, client)
-    except RateLimitedError as exc:
-        log.info("upload of %s waits until %s: %s", vod_id, exc.retry_at.isoformat(), exc.reason,
-                 extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id})
+        with span("upload", {**vod_attributes(row), "upload.path": row.downloaded_path}) as step:
+            async with client:
+                video_id = await _send(services, ctx, settings, row, client)
+            step.set_attributes(
+                {
+                    "upload.duration_ms": int((time.monotonic() - started) * 1000),
+                    "upload.youtube_url": youtube_url(video_id),
+                }
+            )
+    except RateLimited as exc:
+        log.info(
+            "upload of %s waits until %s: %s",
+            vod_id,
+            exc.retry_at.isoformat(),
+            exc.reason,
+            extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id},
+        )
         raise
     except asyncio.CancelledError:
-        if await asyncio.shield(cancel_was_requested(engine, ctx.task.id)):
-            await asyncio.shield(update_vod(engine, vod_id, processing_error="cancelled by operator"))
+        if await asyncio.shield(store.cancel_requested(ctx.task.id)):
+            await asyncio.shield(store.update(vod_id, processing_error="cancelled by operator"))
         raise
-    except PermanentError as exc:
+    except LeaseLost:
+        raise  # another run owns the task now
+    except Rejected as exc:
         metrics.UPLOADS_FAILED.labels(channel).inc()
         await _fail_permanently(services, row, exc.reason)
     except Exception as exc:
         metrics.UPLOADS_FAILED.labels(channel).inc()
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        last = ctx.attempt >= ctx.task.max_attempts
-        suffix = f" (gave up after {ctx.attempt} attempts)" if last else f" (attempt {ctx.attempt}/{ctx.task.max_attempts}; will retry)"
-        await update_vod(engine, vod_id, processed=last, processing_error=f"upload: {reason}{suffix}")
+        last, suffix = attempt_note(ctx)
+        await store.update(vod_id, processed=last, processing_error=f"upload: {reason}{suffix}")
         raise TransientError(reason) from None
 
     seconds = time.monotonic() - started
     url = youtube_url(video_id)
-    await update_vod(engine, vod_id, youtube_url=url, uploaded_at=utcnow(), processed=True,
-                     processing_error=None, youtube_upload_uri=None)
+    # Not fenced: the video exists on YouTube, so its URL is recorded whichever run got it.
+    await store.update(
+        vod_id, youtube_url=url, uploaded_at=utcnow(), processed=True, processing_error=None, youtube_upload_uri=None
+    )
     metrics.UPLOADS_SUCCEEDED.labels(channel).inc()
     metrics.observe_step("upload", seconds)
     total = 0.0
     try:
-        await metrics.record_average(engine, "avg_upload_ms", seconds * 1000, channel)
+        await metrics.record_average(services.kv.engine, "avg_upload_ms", seconds * 1000, channel)
         total = await _observe_total(services, ctx, channel)
     except Exception:  # the video exists: a statistics hiccup must not fail (and retry) the task
         log.warning("could not record upload timings", exc_info=True, extra={"component": "vod_upload"})
-    cleaned = services.clean_after_upload(settings, row)
+    cleaned = files.clean_after_upload(settings, row.downloaded_path)
     if cleaned:
-        await update_vod(engine, vod_id, downloaded_path=None)
-    log.info("uploaded %s as %s in %.1fs", vod_id, url, seconds,
-             extra={"component": "vod_upload", "channel": channel, "vod_id": vod_id, "youtube_url": url,
-                    "upl_ms": int(seconds * 1000), "total_ms": int(total * 1000)})
+        await store.update(vod_id, downloaded_path=None)
+    log.info(
+        "uploaded %s as %s in %.1fs",
+        vod_id,
+        url,
+        seconds,
+        extra={
+            "component": "vod_upload",
+            "channel": channel,
+            "vod_id": vod_id,
+            "youtube_url": url,
+            "upl_ms": int(seconds * 1000),
+            "total_ms": int(total * 1000),
+        },
+    )
     return {"vod_id": vod_id, "youtube_url": url, "seconds": round(seconds, 3), "local_file_deleted": cleaned}
 
 
-async def _send(services: ArchiveServices, ctx: TaskContext, settings: ArchiveSettings, row: Any,
-                client: YouTubeClient) -> str:
+async def media_for_upload(services: ArchiveServices, settings: ArchiveSettings, row: Any) -> Path:
+    """The file to upload: the download, or its TRANSCODE_BEFORE_UPLOAD encode. The encode is
+    kept until the upload is confirmed, so a resumed session sends the same bytes."""
+    source = Path(row.downloaded_path)
+    profile_name = settings.transcode_profile
+    if profile_name is None or services.transcode is None:
+        return source
+    target = services.files.transcoded_path(source)
+    if not target.is_file():  # the transcoder moves its output into place only when complete
+        await services.transcode(source, target, profile_name)
+    return target
+
+
+async def _send(
+    services: ArchiveServices, ctx: TaskContext, settings: ArchiveSettings, row: Any, client: YouTubeClient
+) -> str:
     """Upload into the saved session, or into a new one saved before the first media byte."""
-    engine, vod_id = services.engine, row.twitch_vod_id
-    media = await services.media_for_upload(settings, row)
+    store, vod_id = services.vods, row.twitch_vod_id
+    media = await media_for_upload(services, settings, row)
     size = media.stat().st_size
     progress = _UploadProgress(ctx)
     uri = row.youtube_upload_uri
     for _ in range(2):
         if uri is None:
             uri = await client.start_session(video_metadata(settings, row), size=size)
-            await update_vod(engine, vod_id, youtube_upload_uri=uri)  # before any media byte
+            # Before any media byte, and only while this run holds the task: a stale run must
+            # not replace the session the current run is sending into.
+            async with ctx.fenced("save the upload session") as conn:
+                await store.update(vod_id, conn=conn, youtube_upload_uri=uri)
         try:
             video_id = await client.upload(uri, media, on_progress=progress, chunk_size=settings.upload_chunk_bytes)
             break
         except UploadSessionExpired:
             # The expired session never produced a video: a new one cannot duplicate it.
-            log.warning("upload session of %s expired; starting a new one", vod_id,
-                        extra={"component": "vod_upload", "channel": row.channel, "vod_id": vod_id})
+            log.warning(
+                "upload session of %s expired; starting a new one",
+                vod_id,
+                extra={"component": "vod_upload", "channel": row.channel, "vod_id": vod_id},
+            )
             uri = None
-            await update_vod(engine, vod_id, youtube_upload_uri=None)
+            await store.update(vod_id, youtube_upload_uri=None)
     else:
         raise TransientError("upload session expired twice")
     return video_id
 
 
-async def _fail_permanently(services: ArchiveServices, row: Any, reason: str) -> None:
-    await update_vod(services.engine, row.twitch_vod_id, processed=True, processing_error=f"upload: {reason}")
-    log.warning("upload of %s failed permanently: %s", row.twitch_vod_id, reason,
-                extra={"component": "vod_upload", "channel": row.channel, "vod_id": row.twitch_vod_id})
+async def _fail_permanently(services: ArchiveServices, row: Any, reason: str) -> NoReturn:
+    await services.vods.update(row.twitch_vod_id, processed=True, processing_error=f"upload: {reason}")
+    log.warning(
+        "upload of %s failed permanently: %s",
+        row.twitch_vod_id,
+        reason,
+        extra={"component": "vod_upload", "channel": row.channel, "vod_id": row.twitch_vod_id},
+    )
     raise PermanentError(reason)
 
 
@@ -212,9 +267,9 @@ async def _observe_total(services: ArchiveServices, ctx: TaskContext, channel: s
     started = ctx.payload.get("processing_started_at")
     if started is None:
         return 0.0
-    total = max(0.0, datetime.now(timezone.utc).timestamp() - float(started))
+    total = max(0.0, datetime.now(UTC).timestamp() - float(started))
     metrics.observe_step("total", total)
-    await metrics.record_average(services.engine, "avg_total_ms", total * 1000, channel)
+    await metrics.record_average(services.kv.engine, "avg_total_ms", total * 1000, channel)
     return total
 
 
