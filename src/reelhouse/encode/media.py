@@ -16,57 +16,45 @@ video/mp2t, `.mp4` video/mp4, `.m4s` video/iso.segment); single byte ranges give
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import time
-from datetime import timezone
+from datetime import UTC
 from email.utils import format_datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from reelhouse.core.http.errors import error_body
-from reelhouse.core.security.http_auth import require_viewer
+from reelhouse.core.http.deps import Viewer
+from reelhouse.core.http.errors import error_body, errors
+from reelhouse.core.security.audit import master_keys_of
+from reelhouse.core.security.keys import MasterKeys
+from reelhouse.core.security.links import check_token, make_token
 from reelhouse.core.storage import InvalidKey, InvalidRange, ObjectNotFound, validate_key
 from reelhouse.core.storage.signed_routes import parse_range_header
 from reelhouse.encode.service import MEDIA_ROUTE, EncodeService
 
-_CONTEXT = b"reelhouse/encode/media-link/v1"
+LINK_KEY_PURPOSE = "encode/media-link/v1"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_MEDIA_TYPES = ("application/vnd.apple.mpegurl", "video/mp2t", "video/mp4", "video/iso.segment")
+MEDIA_BODY: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "the object (playlist, segment or MP4)",
+        "content": dict.fromkeys(_MEDIA_TYPES, _BINARY),
+    },
+    206: {"description": "the requested byte range", "content": {"video/mp4": _BINARY}},
+}
 
 
-def link_secret(master_key: str) -> bytes:
-    """A key for playback links only, derived so a leaked link never exposes the master key."""
-    return hmac.new(master_key.encode(), _CONTEXT, hashlib.sha256).digest() if master_key else b""
+def link_secret(keys: MasterKeys) -> bytes:
+    """A key for playback links only, derived from the master key (configured or generated), so
+    a leaked link never exposes the master key. Rotating the master key ends the old links."""
+    return keys.subkey(LINK_KEY_PURPOSE)
 
 
-def _mac(secret: bytes, scope: str, expires: int) -> str:
-    digest = hmac.new(secret, f"{scope}\n{expires}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:24]).rstrip(b"=").decode("ascii")
-
-
-def make_token(secret: bytes, scope: str, expires: int) -> str:
-    """`<scope depth>.<expiry>.<mac>`: the scope is the first `depth` segments of every key it opens."""
-    return f"{len(scope.split('/'))}.{expires}.{_mac(secret, scope, expires)}"
-
-
-def check_token(secret: bytes, token: str, key: str, now: float | None = None) -> str | None:
-    """None if `token` opens `key`, else the reason it does not."""
-    try:
-        depth_text, expires_text, mac = token.split(".")
-        depth, expires = int(depth_text), int(expires_text)
-    except ValueError:
-        return "malformed link token"
-    parts = key.split("/")
-    if depth < 1 or depth >= len(parts):
-        return "link does not cover this object"
-    if not hmac.compare_digest(_mac(secret, "/".join(parts[:depth]), expires), mac):
-        return "link signature does not match"
-    if expires < (time.time() if now is None else now):
-        return "link expired"
-    return None
+def _service_keys(service: EncodeService) -> MasterKeys:
+    return master_keys_of(service.engine) or MasterKeys.from_settings(service.runtime.settings)
 
 
 def signed_media_path(secret: bytes, prefix: str, key: str, ttl_seconds: float) -> tuple[str, int]:
@@ -91,9 +79,11 @@ async def serve_object(service: EncodeService, request: Request, key: str) -> Re
     except ObjectNotFound:
         return _error(404, "not found")
     headers = {
-        "Accept-Ranges": "bytes", "Content-Type": info.content_type, "ETag": f'"{info.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": info.content_type,
+        "ETag": f'"{info.etag}"',
         # astimezone: S3 reports dateutil's tzutc, which format_datetime's usegmt refuses.
-        "Last-Modified": format_datetime(info.modified.astimezone(timezone.utc), usegmt=True),
+        "Last-Modified": format_datetime(info.modified.astimezone(UTC), usegmt=True),
         "Cache-Control": "private",
     }
     try:
@@ -110,8 +100,7 @@ async def serve_object(service: EncodeService, request: Request, key: str) -> Re
     chunks = storage.get(key, span)
     # A client that hangs up mid-body leaves the iterator half-read; close it (and its file or
     # S3 connection) when the response ends either way.
-    return StreamingResponse(chunks, status_code=status, headers=headers,
-                             background=BackgroundTask(_close, chunks))
+    return StreamingResponse(chunks, status_code=status, headers=headers, background=BackgroundTask(_close, chunks))
 
 
 async def _close(chunks: object) -> None:
@@ -123,33 +112,43 @@ async def _close(chunks: object) -> None:
 
 def build_media_router(service: EncodeService) -> APIRouter:
     router = APIRouter(tags=["media"])
-    secret = link_secret(service.runtime.settings.security.master_encryption_key)
+    keys = _service_keys(service)
 
     # Registered before the catch-all `{key:path}` route, which would otherwise match it.
-    @router.get(f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}",
-                summary="Encode output through a signed playback link (no credentials)")
-    async def serve_signed(request: Request, token: str, key: str) -> Response:
-        if not secret:
-            return _error(403, "signed links are disabled: MASTER_ENCRYPTION_KEY is not set")
-        reason = check_token(secret, token, key)
+    @router.get(
+        f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}",
+        response_class=Response,
+        responses={**MEDIA_BODY, **errors(400, 403, 404, 416)},
+        summary="Encode output through a signed playback link (no credentials)",
+    )
+    async def serve_signed(request: Request, token: Annotated[str, Path(max_length=200)], key: str) -> Response:
+        reason = check_token(link_secret(keys), token, key)
         if reason is not None:
             return _error(403, reason)
         return await serve_object(service, request, key)
 
-    @router.get(f"{MEDIA_ROUTE}/{{key:path}}",
-                summary="Encode output (playlists, segments, MP4) with byte ranges; viewers")
-    async def serve_media(request: Request, key: str, _viewer=Depends(require_viewer)) -> Response:
+    @router.get(
+        f"{MEDIA_ROUTE}/{{key:path}}",
+        response_class=Response,
+        responses={**MEDIA_BODY, **errors(400, 404, 416)},
+        summary="Encode output (playlists, segments, MP4) with byte ranges; viewers",
+    )
+    async def serve_media(request: Request, key: str, _viewer: Viewer) -> Response:
         return await serve_object(service, request, key)
 
     # HEAD answers like GET without a body; kept out of the schema, where it would only repeat GET.
-    router.add_api_route(f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}", serve_signed, methods=["HEAD"],
-                         include_in_schema=False)
+    router.add_api_route(
+        f"{MEDIA_ROUTE}/signed/{{token}}/{{key:path}}", serve_signed, methods=["HEAD"], include_in_schema=False
+    )
     router.add_api_route(f"{MEDIA_ROUTE}/{{key:path}}", serve_media, methods=["HEAD"], include_in_schema=False)
     return router
 
 
 def playback_link(service: EncodeService, prefix: str, key: str) -> tuple[str, int]:
-    secret = link_secret(service.runtime.settings.security.master_encryption_key)
-    if not secret:
-        raise HTTPException(503, "signed links need MASTER_ENCRYPTION_KEY to be set")
-    return signed_media_path(secret, prefix, key, service.settings.media_link_ttl.total_seconds())
+    """A signed playback URL and its expiry: absolute under PUBLIC_BASE_URL when that is set (a
+    player on another host opens it as is), else a path on this server."""
+    path, expires = signed_media_path(
+        link_secret(_service_keys(service)), prefix, key, service.settings.media_link_ttl.total_seconds()
+    )
+    base = service.runtime.settings.server.public_base_url.rstrip("/")
+    return (f"{base}{path}" if base else path), expires

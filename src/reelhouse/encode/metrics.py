@@ -1,15 +1,19 @@
 """WebEncode's runbook metrics, actually updated (WebEncode registered them and never set them).
 
-Names are promtool-clean: the runbook's `webencode_jobs_total{status}` is a gauge of jobs by
-status, and a gauge must not end in `_total`, so it is `webencode_jobs{status}`; the number of
-jobs ever submitted is the counter `webencode_jobs_created_total{source}`. Alerts written
-against `webencode_jobs_total{status="queued"}` become `webencode_jobs{status="queued"}`
-(docs/OPERATIONS.md). Gauges mirror the database, refreshed on each scrape, so every API node
-reports the same numbers.
+The runbook's `webencode_jobs_total{status}` is a gauge of current jobs by status under exactly
+that name, so seed 002's alert `webencode_jobs_total{status="queued"} > 100` works as written
+(`promtool check metrics` would prefer a gauge without `_total`; the operators' name wins).
+Jobs submitted are the counter `webencode_jobs_created_total{source}`, and the status changes
+recorded once by the event feed (events.py) the counter `webencode_job_status_changes_total
+{status}`. Gauges mirror the database, refreshed on each scrape, so every API node reports the
+same numbers. `webencode_errors_total{source}` counts failed jobs and failed webhook
+deliveries; per worker, `webencode_worker_tasks_total{worker_id, kind, outcome}` in the process
+that ran the task.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
@@ -27,8 +31,13 @@ if TYPE_CHECKING:
 
 TASK_KIND_PREFIX = "encode."
 
-JOBS = Gauge("webencode_jobs", "Encode jobs by status", ["status"])
+JOBS = Gauge("webencode_jobs_total", "Encode jobs by status (current, not a counter)", ["status"])
 JOBS_CREATED = Counter("webencode_jobs_created", "Encode jobs submitted, by source kind", ["source"])
+STATUS_CHANGES = Counter("webencode_job_status_changes", "Encode jobs that reached each status", ["status"])
+ERRORS = Counter("webencode_errors", "Encode errors: failed jobs, failed webhook deliveries", ["source"])
+WORKER_TASKS = Counter(
+    "webencode_worker_tasks", "Encode tasks run by this process's workers", ["worker_id", "kind", "outcome"]
+)
 TASKS_PROCESSING = Gauge("webencode_tasks_processing", "Encode tasks running now")
 WORKERS_HEALTHY = Gauge("webencode_workers_healthy", "Healthy workers able to run encode transcodes")
 ASSETS = Gauge("webencode_assets", "Encoded assets by status", ["status"])
@@ -36,12 +45,27 @@ ASSETS = Gauge("webencode_assets", "Encoded assets by status", ["status"])
 
 async def encode_snapshot(runtime: Runtime) -> dict[str, Any]:
     async with runtime.engine.connect() as conn:
-        by_status = dict((await conn.execute(
-            select(jobs.c.status, func.count()).where(jobs.c.kind == JOB_KIND).group_by(jobs.c.status))).all())
-        running = (await conn.execute(select(func.count()).select_from(tasks).where(
-            tasks.c.kind.startswith(TASK_KIND_PREFIX), tasks.c.status == states.RUNNING))).scalar_one()
-        queued = (await conn.execute(select(func.count()).select_from(tasks).where(
-            tasks.c.kind.startswith(TASK_KIND_PREFIX), tasks.c.status == states.QUEUED))).scalar_one()
+        by_status: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    select(jobs.c.status, func.count()).where(jobs.c.kind == JOB_KIND).group_by(jobs.c.status)
+                )
+            ).all()
+        )
+        running = (
+            await conn.execute(
+                select(func.count())
+                .select_from(tasks)
+                .where(tasks.c.kind.startswith(TASK_KIND_PREFIX), tasks.c.status == states.RUNNING)
+            )
+        ).scalar_one()
+        queued = (
+            await conn.execute(
+                select(func.count())
+                .select_from(tasks)
+                .where(tasks.c.kind.startswith(TASK_KIND_PREFIX), tasks.c.status == states.QUEUED)
+            )
+        ).scalar_one()
     workers = await list_workers(runtime.engine, runtime.settings.jobs.worker_stale_after)
     able = [w for w in workers if w["healthy"] and "encode.transcode" in (w["kinds"] or [])]
     return {
@@ -51,6 +75,32 @@ async def encode_snapshot(runtime: Runtime) -> dict[str, Any]:
         "workers_healthy": len(able),
         "assets": await asset_store.count_by_status(runtime.engine),
     }
+
+
+async def count_event(event: dict[str, Any]) -> None:
+    """An event this node recorded (events.py listener)."""
+    data = event["data"]
+    if event["event_type"].startswith("job.") and "status" in data:
+        STATUS_CHANGES.labels(data["status"]).inc()
+        if data["status"] in (states.JobStatus.FAILED, states.JobStatus.DEAD):
+            ERRORS.labels("job").inc()
+
+
+def counted(handler: Any, kind: str) -> Any:
+    """Wrap a task handler so the worker that runs it counts the outcome."""
+
+    async def run(ctx: Any) -> Any:
+        try:
+            result = await handler(ctx)
+        except BaseException as exc:
+            WORKER_TASKS.labels(
+                ctx.owner, kind, "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            ).inc()
+            raise
+        WORKER_TASKS.labels(ctx.owner, kind, "succeeded").inc()
+        return result
+
+    return run
 
 
 async def refresh_metrics(runtime: Runtime) -> None:

@@ -7,7 +7,19 @@ removed) so a retry picks it up again.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from reelhouse.core.db.models import metadata
 from reelhouse.core.db.types import BigId, JsonDoc, UtcDateTime
@@ -35,7 +47,8 @@ assets = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     # SET NULL: purging old job rows must not orphan outputs that are still being served.
-    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="SET NULL"), unique=True),
+    # One asset per profile of the job (a multi-profile job has several).
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="SET NULL")),
     Column("status", String(16), nullable=False),
     Column("source_kind", String(8), nullable=False),  # upload | url | key
     Column("source_key", Text, nullable=False),
@@ -55,6 +68,7 @@ assets = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("completed_at", UtcDateTime),
     Index("ix_assets_status_created_at", "status", "created_at"),
+    UniqueConstraint("job_id", "profile_name"),
 )
 
 renditions = Table(
@@ -72,4 +86,78 @@ renditions = Table(
     Column("segment_count", Integer),
     Column("size_bytes", BigInteger),
     Index("ix_renditions_asset_id", "asset_id"),
+)
+
+SEGMENT_PENDING = "pending"
+SEGMENT_DONE = "done"
+
+# The pieces of a segment-parallel encode: one row per (rung, piece), created by the probe,
+# marked done (with the stored piece) by its `encode.segment` task in a fenced transaction;
+# the task that marks the last one enqueues the stitch.
+encode_segments = Table(
+    "encode_segments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("asset_id", BigId, ForeignKey("assets.id", ondelete="CASCADE"), nullable=False),
+    Column("rung", String(32), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("start_seconds", Float, nullable=False),
+    Column("end_seconds", Float),  # None: to the end of the source
+    Column("status", String(16), nullable=False),
+    Column("storage_key", Text),
+    Column("size_bytes", BigInteger),
+    Column("encode_seconds", Float),
+    UniqueConstraint("asset_id", "rung", "idx"),
+)
+
+# Webhooks (WebEncode's, signed and retried): the secret is stored encrypted under the master
+# key (`secret_enc`, core/security envelope encryption) and never returned by the API.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("events", JsonDoc, nullable=False),  # event types, or ["*"]
+    Column("secret_enc", Text),
+    Column("is_active", Boolean, nullable=False),
+    # Consecutive failed delivery attempts; reset by a success; WEBHOOK_DISABLE_AFTER disables.
+    Column("failure_count", Integer, nullable=False),
+    Column("disabled_reason", Text),
+    Column("last_triggered_at", UtcDateTime),
+    Column("created_by", String(255)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Every delivery attempt: the per-webhook delivery log.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("webhook_id", BigId, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("succeeded", Boolean, nullable=False),
+    Column("error", Text),
+    Column("duration_ms", Integer),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+)
+
+# Job and worker events, once each: the unique key settles a race between API nodes that saw
+# the same change, so each event is delivered (and counted) once.
+encode_events = Table(
+    "encode_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_key", String(200), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("job_id", BigInteger),
+    Column("subject", String(255)),
+    Column("data", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_encode_events_job_id_id", "job_id", "id"),
+    Index("ix_encode_events_subject_id", "subject", "id"),
 )

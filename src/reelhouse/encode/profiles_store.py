@@ -17,8 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelhouse.core.db.types import utcnow
+from reelhouse.core.http.bounds import excerpt
 from reelhouse.core.media.profiles import BUILTIN_PROFILES, X264_PRESETS, Profile, load_profile
 from reelhouse.encode.models import profiles
+
+KNOWN_LISTED = 20  # an unknown-profile error names this many of the known ones
 
 
 class ProfileError(Exception):
@@ -59,16 +62,21 @@ def with_preset(profile: Profile, preset: str | None) -> Profile:
     if preset is None:
         return profile
     if preset not in X264_PRESETS:
-        raise ProfileError(f"unknown preset {preset!r}; expected one of {', '.join(X264_PRESETS)}")
+        raise ProfileError(f"unknown preset {excerpt(preset, 32)}; expected one of {', '.join(X264_PRESETS)}")
     return profile.with_preset(preset)  # type: ignore[arg-type]
 
 
 def _view(profile: Profile, *, builtin: bool, row: Any = None) -> dict[str, Any]:
-    view = {"name": profile.name, "kind": profile.kind, "builtin": builtin,
-            "definition": profile.model_dump(mode="json")}
+    view = {
+        "name": profile.name,
+        "kind": profile.kind,
+        "builtin": builtin,
+        "definition": profile.model_dump(mode="json"),
+    }
     if row is not None:
-        view.update(created_by=row.created_by, created_at=row.created_at.isoformat(),
-                    updated_at=row.updated_at.isoformat())
+        view.update(
+            created_by=row.created_by, created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat()
+        )
     return view
 
 
@@ -81,8 +89,15 @@ async def list_profiles(engine: AsyncEngine) -> list[dict[str, Any]]:
         try:
             listed.append(_view(load_profile(row.definition), builtin=False, row=row))
         except ValidationError as exc:
-            listed.append({"name": row.name, "kind": row.kind, "builtin": False,
-                           "definition": row.definition, "error": describe_validation(exc)})
+            listed.append(
+                {
+                    "name": row.name,
+                    "kind": row.kind,
+                    "builtin": False,
+                    "definition": row.definition,
+                    "error": describe_validation(exc),
+                }
+            )
     return listed
 
 
@@ -101,8 +116,7 @@ async def resolve_profile(engine: AsyncEngine, name: str) -> Profile:
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]
     async with engine.connect() as conn:
-        definition = (await conn.execute(
-            select(profiles.c.definition).where(profiles.c.name == name))).scalar()
+        definition = (await conn.execute(select(profiles.c.definition).where(profiles.c.name == name))).scalar()
     if definition is None:
         raise await _unknown(engine, name)
     return validate_definition(definition)
@@ -112,7 +126,10 @@ async def _unknown(engine: AsyncEngine, name: str) -> UnknownProfile:
     async with engine.connect() as conn:
         custom = (await conn.execute(select(profiles.c.name).order_by(profiles.c.name))).scalars().all()
     known = [*BUILTIN_PROFILES, *custom]
-    return UnknownProfile(f"unknown profile {name!r}; known profiles: {', '.join(known)}")
+    listed = ", ".join(known[:KNOWN_LISTED]) + (
+        f" and {len(known) - KNOWN_LISTED} more" if len(known) > KNOWN_LISTED else ""
+    )
+    return UnknownProfile(f"unknown profile {excerpt(name)}; known profiles: {listed}")
 
 
 async def create_profile(engine: AsyncEngine, data: Mapping[str, Any], actor: str) -> Profile:
@@ -122,9 +139,16 @@ async def create_profile(engine: AsyncEngine, data: Mapping[str, Any], actor: st
     now = utcnow()
     try:
         async with engine.begin() as conn:
-            await conn.execute(profiles.insert().values(
-                name=profile.name, kind=profile.kind, definition=profile.model_dump(mode="json"),
-                created_by=actor, created_at=now, updated_at=now))
+            await conn.execute(
+                profiles.insert().values(
+                    name=profile.name,
+                    kind=profile.kind,
+                    definition=profile.model_dump(mode="json"),
+                    created_by=actor,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     except IntegrityError:
         raise ProfileConflict(f"profile {profile.name!r} already exists; use PUT to change it") from None
     return profile
@@ -135,11 +159,13 @@ async def replace_profile(engine: AsyncEngine, name: str, data: Mapping[str, Any
         raise ProfileConflict(f"{name!r} is a built-in profile and cannot be changed")
     profile = validate_definition({**data, "name": data.get("name", name)})
     if profile.name != name:
-        raise ProfileError(f"the body names profile {profile.name!r} but the URL names {name!r}")
+        raise ProfileError(f"the body names profile {excerpt(profile.name)} but the URL names {excerpt(name)}")
     async with engine.begin() as conn:
         result = await conn.execute(
-            update(profiles).where(profiles.c.name == name)
-            .values(kind=profile.kind, definition=profile.model_dump(mode="json"), updated_at=utcnow()))
+            update(profiles)
+            .where(profiles.c.name == name)
+            .values(kind=profile.kind, definition=profile.model_dump(mode="json"), updated_at=utcnow())
+        )
     if result.rowcount == 0:
         raise await _unknown(engine, name)
     return profile

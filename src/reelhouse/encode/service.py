@@ -26,6 +26,11 @@ JOB_KIND = "encode"
 MEDIA_ROUTE = "/media"
 
 
+class ProfileChoice(BaseModel):
+    name: str
+    profile: dict[str, Any]
+
+
 class EncodeSpec(BaseModel):
     """The job as submitted, carried in every task payload of the job.
 
@@ -40,9 +45,28 @@ class EncodeSpec(BaseModel):
     profile_name: str
     profile: dict[str, Any]
     output_prefix: str
+    more_profiles: list[ProfileChoice] = []
+    """The other profiles of a multi-profile job, each encoded to its own asset."""
 
     def payload(self, **extra: Any) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), **extra}
+
+    def per_profile(self) -> list[EncodeSpec]:
+        """One spec per profile; with several, each writes under `<output_prefix>/<profile>`."""
+        if not self.more_profiles:
+            return [self]
+        choices = [ProfileChoice(name=self.profile_name, profile=self.profile), *self.more_profiles]
+        return [
+            self.model_copy(
+                update={
+                    "profile_name": choice.name,
+                    "profile": choice.profile,
+                    "output_prefix": f"{self.output_prefix}/{choice.name}",
+                    "more_profiles": [],
+                }
+            )
+            for choice in choices
+        ]
 
 
 def load_encode_settings() -> EncodeSettings:
@@ -140,8 +164,9 @@ async def probe_locator(storage: Storage, key: str) -> str:
     return await storage.signed_url(key, 900)
 
 
-async def download_to(storage: Storage, key: str, target: Path,
-                      on_bytes: Callable[[int, int], Any] | None = None) -> Path:
+async def download_to(
+    storage: Storage, key: str, target: Path, on_bytes: Callable[[int, int], Any] | None = None
+) -> Path:
     """Copy an object to a local file for ffmpeg, which seeks freely in a local file (a presigned
     URL could expire during a long encode)."""
     info = await storage.stat(key)

@@ -74,7 +74,9 @@ class _Receiver:
         self._name = options[b"name"].decode("utf-8", errors="replace")
         if b"filename" in options:
             if self._name != self.file_field:
-                self.problem = UploadInvalid(f"unexpected file field {self._name!r}; send the media as {self.file_field!r}")
+                self.problem = UploadInvalid(
+                    f"unexpected file field {self._name!r}; send the media as {self.file_field!r}"
+                )
             elif self.result.filename is not None:
                 self.problem = UploadInvalid(f"more than one {self.file_field!r} part")
             else:
@@ -103,13 +105,19 @@ class _Receiver:
             self.result.fields[self._name] = self._value.decode("utf-8", errors="replace")
 
     def callbacks(self) -> dict:
-        names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end",
-                 "on_headers_finished", "on_part_data", "on_part_end")
+        names = (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
         return {name: getattr(self, name) for name in names}
 
 
-async def receive_upload(request: Request, target: Path, *, max_bytes: int,
-                         file_field: str = "file") -> ReceivedUpload:
+async def receive_upload(request: Request, target: Path, *, max_bytes: int, file_field: str = "file") -> ReceivedUpload:
     """Parse a multipart/form-data request, writing the `file_field` part to `target`.
 
     Raises `UploadTooLarge` as soon as the file passes `max_bytes`, `UploadInvalid` for a body
