@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -43,7 +45,8 @@ def format_duration(value: timedelta) -> str:
     return f"{int(value.total_seconds())}s"
 
 
-def _comma_list(value: Any) -> list[str]:
+def comma_list(value: Any) -> list[str]:
+    """`a, b,c` -> ["a", "b", "c"]: how the runbooks write lists in one variable."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -53,32 +56,79 @@ def _comma_list(value: Any) -> list[str]:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 # NoDecode: pydantic-settings would otherwise parse a list-typed variable as JSON and reject `a,b`.
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(comma_list)]
+
+
+def instance_dir() -> Path:
+    """The directory relative paths (`DATA_DIR=data`, `.env`) are resolved against:
+    `REELHOUSE_HOME`, else the reelhouse checkout whose virtualenv runs this process (`make run`
+    builds `<checkout>/.venv`), else the current directory. So `<checkout>/.venv/bin/reelhouse`
+    finds the same database from any directory."""
+    home = os.environ.get("REELHOUSE_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    prefix = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix:
+        manifest = prefix.parent / "pyproject.toml"
+        try:
+            if manifest.is_file() and 'name = "reelhouse"' in manifest.read_text(encoding="utf-8"):
+                return prefix.parent
+        except OSError:
+            pass  # unreadable: fall back to the current directory
+    return Path.cwd()
 
 
 class ConfigError(Exception):
     """Raised when the environment holds a value reelhouse cannot use; names the variable."""
 
 
-class _Section(BaseSettings):
+class SettingsSection(BaseSettings):
+    """Base of every settings section, core's and the domains': environment and `.env`,
+    unknown variables ignored, fields named by their runbook variable (`from_env(...)`)."""
+
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=(instance_dir() / ".env", ".env"), env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
 
 
-def _env(*names: str) -> AliasChoices:
+def from_env(*names: str) -> AliasChoices:
+    """The environment variable(s) a field reads, first match wins (runbook names and aliases)."""
     return AliasChoices(*names)
 
 
-class ServerSettings(_Section):
-    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
-    http_addr: str = Field("127.0.0.1:8080", validation_alias=_env("HTTP_ADDR"))
-    port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("PORT"))
-    env: str = Field("", validation_alias=_env("ENV"))
-    cors_allowed_origins: CommaList = Field(default_factory=list, validation_alias=_env("CORS_ALLOWED_ORIGINS"))
-    public_base_url: str = Field("", validation_alias=_env("PUBLIC_BASE_URL"))
-    embedded_worker: bool = Field(True, validation_alias=_env("EMBEDDED_WORKER"))
-    gc_gen0_threshold: int = Field(50_000, ge=0, validation_alias=_env("GC_GEN0_THRESHOLD"))
+class ServerSettings(SettingsSection):
+    data_dir: Path = Field(Path("data"), validation_alias=from_env("DATA_DIR"))
+    http_addr: str = Field("127.0.0.1:8080", validation_alias=from_env("HTTP_ADDR"))
+    port: int | None = Field(None, ge=1, le=65535, validation_alias=from_env("PORT"))
+    env: str = Field("", validation_alias=from_env("ENV"))
+    cors_allowed_origins: CommaList = Field(default_factory=list, validation_alias=from_env("CORS_ALLOWED_ORIGINS"))
+    cors_permissive: Literal["auto", "true", "false"] = Field("auto", validation_alias=from_env("CORS_PERMISSIVE"))
+
+    @field_validator("cors_permissive", mode="before")
+    @classmethod
+    def _permissive_words(cls, value: Any) -> Any:
+        words = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false", "": "auto"}
+        text = str(value).strip().lower()
+        return words.get(text, text)
+
+    @property
+    def permissive_cors(self) -> bool:
+        """Any origin may call the API (no credentials): CORS_PERMISSIVE=1, or `auto` in a
+        development environment (ENV=dev/development) with no CORS_ALLOWED_ORIGINS. Unlike
+        vod-tender, an unset ENV is not development."""
+        if self.cors_permissive != "auto":
+            return self.cors_permissive == "true"
+        return self.env.strip().lower() in ("dev", "development") and not self.cors_allowed_origins
+
+    public_base_url: str = Field("", validation_alias=from_env("PUBLIC_BASE_URL"))
+    embedded_worker: bool = Field(True, validation_alias=from_env("EMBEDDED_WORKER"))
+    gc_gen0_threshold: int = Field(50_000, ge=0, validation_alias=from_env("GC_GEN0_THRESHOLD"))
+
+    @field_validator("data_dir")
+    @classmethod
+    def _anchored(cls, value: Path) -> Path:
+        value = value.expanduser()
+        return value if value.is_absolute() else instance_dir() / value
 
     @property
     def bind(self) -> tuple[str, int]:
@@ -89,9 +139,9 @@ class ServerSettings(_Section):
         return (host or "0.0.0.0"), (self.port or int(port_text))
 
 
-class DatabaseSettings(_Section):
-    database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DB_DSN"))
-    pool_size: int = Field(10, ge=1, validation_alias=_env("DB_POOL_SIZE"))
+class DatabaseSettings(SettingsSection):
+    database_url: str = Field("", validation_alias=from_env("DATABASE_URL", "DB_DSN"))
+    pool_size: int = Field(10, ge=1, validation_alias=from_env("DB_POOL_SIZE"))
 
     def url(self, data_dir: Path) -> str:
         """SQLAlchemy async URL; runbook DSNs (`postgres://...`) are translated to asyncpg."""
@@ -102,9 +152,9 @@ class DatabaseSettings(_Section):
 def normalize_database_url(raw: str) -> str:
     for prefix in ("postgres://", "postgresql://"):
         if raw.startswith(prefix):
-            raw = "postgresql+asyncpg://" + raw[len(prefix):]
+            raw = "postgresql+asyncpg://" + raw[len(prefix) :]
     if raw.startswith("sqlite://") and not raw.startswith("sqlite+aiosqlite://"):
-        raw = "sqlite+aiosqlite://" + raw[len("sqlite://"):]
+        raw = "sqlite+aiosqlite://" + raw[len("sqlite://") :]
     # asyncpg does not understand libpq's sslmode query parameter that runbook DSNs carry.
     raw = re.sub(r"([?&])sslmode=disable&?", r"\1", raw).rstrip("?&")
     if not raw.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
@@ -112,11 +162,13 @@ def normalize_database_url(raw: str) -> str:
     return raw
 
 
-class LoggingSettings(_Section):
-    log_level: Literal["debug", "info", "warning", "warn", "error"] = Field("info", validation_alias=_env("LOG_LEVEL"))
-    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
-    otel_exporter_otlp_endpoint: str = Field("", validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    otel_trace_sample_rate: float = Field(1.0, ge=0.0, le=1.0, validation_alias=_env("OTEL_TRACE_SAMPLE_RATE"))
+class LoggingSettings(SettingsSection):
+    log_level: Literal["debug", "info", "warning", "warn", "error"] = Field(
+        "info", validation_alias=from_env("LOG_LEVEL")
+    )
+    log_format: Literal["text", "json"] = Field("text", validation_alias=from_env("LOG_FORMAT"))
+    otel_exporter_otlp_endpoint: str = Field("", validation_alias=from_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otel_trace_sample_rate: float = Field(1.0, ge=0.0, le=1.0, validation_alias=from_env("OTEL_TRACE_SAMPLE_RATE"))
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -124,53 +176,66 @@ class LoggingSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
-class JobSettings(_Section):
-    nats_url: str = Field("", validation_alias=_env("NATS_URL"))
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validation_alias=_env("WORKER_ID"))
-    worker_concurrency: int = Field(4, ge=1, le=256, validation_alias=_env("WORKER_CONCURRENCY"))
-    lease_seconds: float = Field(30.0, gt=0, validation_alias=_env("JOB_LEASE_SECONDS"))
-    poll_interval: Duration = Field(timedelta(seconds=1), validation_alias=_env("JOB_POLL_INTERVAL"))
-    shutdown_grace: Duration = Field(timedelta(seconds=20), validation_alias=_env("WORKER_SHUTDOWN_GRACE"))
-    circuit_failure_threshold: int = Field(5, ge=0, validation_alias=_env("CIRCUIT_FAILURE_THRESHOLD"))
-    circuit_open_cooldown: Duration = Field(timedelta(minutes=5), validation_alias=_env("CIRCUIT_OPEN_COOLDOWN"))
-    worker_stale_after: Duration = Field(timedelta(seconds=60), validation_alias=_env("WORKER_STALE_AFTER"))
+class JobSettings(SettingsSection):
+    nats_url: str = Field("", validation_alias=from_env("NATS_URL"))
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validation_alias=from_env("WORKER_ID")
+    )
+    worker_concurrency: int = Field(4, ge=1, le=256, validation_alias=from_env("WORKER_CONCURRENCY"))
+    lease_seconds: float = Field(30.0, gt=0, validation_alias=from_env("JOB_LEASE_SECONDS"))
+    poll_interval: Duration = Field(timedelta(seconds=1), validation_alias=from_env("JOB_POLL_INTERVAL"))
+    shutdown_grace: Duration = Field(timedelta(seconds=20), validation_alias=from_env("WORKER_SHUTDOWN_GRACE"))
+    circuit_failure_threshold: int = Field(5, ge=0, validation_alias=from_env("CIRCUIT_FAILURE_THRESHOLD"))
+    circuit_open_cooldown: Duration = Field(timedelta(minutes=5), validation_alias=from_env("CIRCUIT_OPEN_COOLDOWN"))
+    worker_stale_after: Duration = Field(timedelta(seconds=60), validation_alias=from_env("WORKER_STALE_AFTER"))
 
 
-class SecuritySettings(_Section):
-    master_encryption_key: str = Field("", validation_alias=_env("MASTER_ENCRYPTION_KEY", "ENCRYPTION_KEY"))
+class SecuritySettings(SettingsSection):
+    master_encryption_key: str = Field("", validation_alias=from_env("MASTER_ENCRYPTION_KEY", "ENCRYPTION_KEY"))
     # Keys that were primary before a rotation; records under them are readable until re-wrapped.
     master_encryption_key_previous: CommaList = Field(
-        default_factory=list, validation_alias=_env("MASTER_ENCRYPTION_KEY_PREVIOUS"))
-    admin_token: str = Field("", validation_alias=_env("ADMIN_TOKEN"))
-    rate_limit_enabled: bool = Field(True, validation_alias=_env("RATE_LIMIT_ENABLED"))
-    rate_limit_requests_per_ip: int = Field(10, ge=1, validation_alias=_env("RATE_LIMIT_REQUESTS_PER_IP"))
-    rate_limit_window_seconds: int = Field(60, ge=1, validation_alias=_env("RATE_LIMIT_WINDOW_SECONDS"))
+        default_factory=list, validation_alias=from_env("MASTER_ENCRYPTION_KEY_PREVIOUS")
+    )
+    admin_token: str = Field("", validation_alias=from_env("ADMIN_TOKEN"))
+    rate_limit_enabled: bool = Field(True, validation_alias=from_env("RATE_LIMIT_ENABLED"))
+    rate_limit_requests_per_ip: int = Field(10, ge=1, validation_alias=from_env("RATE_LIMIT_REQUESTS_PER_IP"))
+    rate_limit_window_seconds: int = Field(60, ge=1, validation_alias=from_env("RATE_LIMIT_WINDOW_SECONDS"))
 
 
-class StorageSettings(_Section):
-    storage_backend: Literal["fs", "s3"] = Field("fs", validation_alias=_env("STORAGE_BACKEND"))
-    s3_endpoint: str = Field("", validation_alias=_env("S3_ENDPOINT"))
-    s3_bucket: str = Field("", validation_alias=_env("S3_BUCKET"))
-    s3_region: str = Field("us-east-1", validation_alias=_env("S3_REGION"))
-    s3_access_key_id: str = Field("", validation_alias=_env("S3_ACCESS_KEY_ID"))
-    s3_secret_access_key: str = Field("", validation_alias=_env("S3_SECRET_ACCESS_KEY"))
-    s3_multipart_chunk_mb: int = Field(16, ge=5, le=512, validation_alias=_env("S3_MULTIPART_CHUNK_MB"))
-    signed_url_ttl: Duration = Field(timedelta(hours=1), validation_alias=_env("SIGNED_URL_TTL"))
+class StorageSettings(SettingsSection):
+    storage_backend: Literal["fs", "s3"] = Field("fs", validation_alias=from_env("STORAGE_BACKEND"))
+    s3_endpoint: str = Field("", validation_alias=from_env("S3_ENDPOINT"))
+    s3_bucket: str = Field("", validation_alias=from_env("S3_BUCKET"))
+    s3_region: str = Field("us-east-1", validation_alias=from_env("S3_REGION"))
+    s3_access_key_id: str = Field("", validation_alias=from_env("S3_ACCESS_KEY_ID"))
+    s3_secret_access_key: str = Field("", validation_alias=from_env("S3_SECRET_ACCESS_KEY"))
+    s3_multipart_chunk_mb: int = Field(16, ge=5, le=512, validation_alias=from_env("S3_MULTIPART_CHUNK_MB"))
+    signed_url_ttl: Duration = Field(timedelta(hours=1), validation_alias=from_env("SIGNED_URL_TTL"))
 
 
-class MediaSettings(_Section):
-    ffmpeg_path: str = Field("ffmpeg", validation_alias=_env("FFMPEG_PATH"))
-    ffprobe_path: str = Field("ffprobe", validation_alias=_env("FFPROBE_PATH"))
-    hls_segment_seconds: int = Field(6, ge=1, le=60, validation_alias=_env("HLS_SEGMENT_SECONDS"))
-    hw_accel: Literal["auto", "none", "nvenc", "vaapi", "qsv"] = Field("auto", validation_alias=_env("HW_ACCEL"))
-    progress_save_interval: float = Field(2.0, gt=0, validation_alias=_env("PROGRESS_SAVE_INTERVAL"))
+class MediaSettings(SettingsSection):
+    ffmpeg_path: str = Field("ffmpeg", validation_alias=from_env("FFMPEG_PATH"))
+    ffprobe_path: str = Field("ffprobe", validation_alias=from_env("FFPROBE_PATH"))
+    hls_segment_seconds: int = Field(6, ge=1, le=60, validation_alias=from_env("HLS_SEGMENT_SECONDS"))
+    hw_accel: Literal["auto", "none", "nvenc", "vaapi", "qsv"] = Field("auto", validation_alias=from_env("HW_ACCEL"))
+    progress_save_interval: float = Field(2.0, gt=0, validation_alias=from_env("PROGRESS_SAVE_INTERVAL"))
+    # 0: ffmpeg picks (one thread per core); 1 pins an encode to one core (benches, shared hosts).
+    ffmpeg_threads: int = Field(0, ge=0, le=64, validation_alias=from_env("FFMPEG_THREADS"))
+    # yt-dlp's HLS fragments: aria2c when it is installed (Debian package aria2), or yt-dlp's own.
+    ytdlp_downloader: Literal["aria2c", "native"] = Field("aria2c", validation_alias=from_env("YTDLP_DOWNLOADER"))
+
+
+S = TypeVar("S", bound="SettingsSection")
 
 
 class Settings:
-    """The whole configuration tree. Sections are read once; `get_settings()` caches the tree."""
+    """The whole configuration tree. Core sections are read when the tree is built; a domain's
+    section is read on first `section(cls)` (the domain's composition root asks for it at
+    start-up, so a bad value still stops start-up). `get_settings()` caches the tree."""
 
     def __init__(self, **overrides: dict[str, Any]) -> None:
-        sections = {
+        self._sections: dict[type[SettingsSection], SettingsSection] = {}
+        core_sections = {
             "server": ServerSettings,
             "database": DatabaseSettings,
             "logging": LoggingSettings,
@@ -180,7 +245,7 @@ class Settings:
             "media": MediaSettings,
         }
         try:
-            for name, cls in sections.items():
+            for name, cls in core_sections.items():
                 setattr(self, name, cls(**overrides.get(name, {})))
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc)) from None
@@ -198,6 +263,36 @@ class Settings:
     storage: StorageSettings
     media: MediaSettings
     database_url: str
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the database is one."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database).absolute()
+
+    def database_label(self) -> str:
+        """The database named for people: the SQLite file, or the PostgreSQL URL without password."""
+        path = self.sqlite_path()
+        if path is not None:
+            return f"SQLite {path}"
+        return f"PostgreSQL {make_url(self.database_url).render_as_string(hide_password=True)}"
+
+    def section(self, cls: type[S]) -> S:
+        """The domain section `cls`, read from the environment once per tree; an invalid value
+        raises `ConfigError` naming the variable."""
+        cached = self._sections.get(cls)
+        if cached is None:
+            try:
+                cached = self._sections[cls] = cls()
+            except ValidationError as exc:
+                raise ConfigError(describe_validation_error(exc)) from None
+        assert isinstance(cached, cls)
+        return cached
+
+    def use_section(self, section: SettingsSection) -> None:
+        """Install an already built section (tests and embedders that build settings in code)."""
+        self._sections[type(section)] = section
 
 
 def describe_validation_error(exc: ValidationError) -> str:

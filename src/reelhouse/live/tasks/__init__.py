@@ -1,0 +1,1 @@
+"""Live task kinds: the live transcode, restreams, live-to-VOD and file/URL restreams."""
