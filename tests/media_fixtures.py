@@ -21,7 +21,9 @@ FFPROBE = os.environ.get("FFPROBE_PATH", "ffprobe")
 def _ffmpeg(*args: str) -> None:
     completed = subprocess.run(
         [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"fixture generation failed: {completed.stderr.strip()}")
@@ -64,9 +66,21 @@ def make_clip(
 def make_vfr_clip(path: Path) -> Path:
     """Two seconds: one at 30 fps then one at 10 fps, muxed with their real timestamps."""
     _ffmpeg(
-        *_picture(320, 240, 30, 1), *_picture(320, 240, 10, 1),
-        "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]",
-        "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        *_picture(320, 240, 30, 1),
+        *_picture(320, 240, 10, 1),
+        "-filter_complex",
+        "[0:v][1:v]concat=n=2:v=1:a=0[v]",
+        "-map",
+        "[v]",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     )
     return path
 
@@ -127,7 +141,9 @@ def ffprobe_json(path: Path, *args: str) -> dict:
     """ffprobe's JSON for `path`, independent of the code under test."""
     completed = subprocess.run(
         [FFPROBE, "-v", "error", "-print_format", "json", *args, str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(completed.stdout)
 

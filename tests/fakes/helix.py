@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.fakes.twitch_live import Broadcast, TwitchLiveEdge
+
 _HELIX_MAX_FIRST = 100
 
 
@@ -30,8 +32,15 @@ def _rfc3339(value: datetime) -> str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     # Helix's error envelope: {"error": <reason phrase>, "status": <code>, "message": <text>}
-    phrases = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+    phrases = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }
     body = {"error": phrases.get(status, "Error"), "status": status, "message": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -95,8 +104,13 @@ class FakeTwitch:
         self._channels: dict[str, _Channel] = {}
         self._cursors: dict[str, tuple[str, str, int]] = {}  # cursor -> (user_id, type, offset)
         self._next_id = 1000
+        self.live_edge = TwitchLiveEdge()  # GQL, usher and the HLS edge (tests/fakes/twitch_live.py)
         self.app = Starlette(
             routes=[
+                Route("/gql", self.live_edge.gql, methods=["POST"]),
+                Route("/api/channel/hls/{login}.m3u8", self.live_edge.usher, methods=["GET"]),
+                Route("/v1/playlist/{token}.m3u8", self.live_edge.media_playlist, methods=["GET"]),
+                Route("/v1/segment/{token}.ts", self.live_edge.segment, methods=["GET"]),
                 Route("/oauth2/token", self._token, methods=["POST"]),
                 Route("/helix/users", self._users, methods=["GET"]),
                 Route("/helix/videos", self._videos, methods=["GET"]),
@@ -180,6 +194,15 @@ class FakeTwitch:
             }
             return channel.live
 
+    def start_broadcast(self, login: str, broadcast: Broadcast, *, title: str = "Live now") -> dict[str, Any]:
+        """Go live with `broadcast` on the edge; Helix lists the stream until it is over."""
+        live = self.set_live(login, title=title)
+        broadcast.start(datetime.fromisoformat(live["started_at"].replace("Z", "+00:00")))
+        broadcast.broadcast_id = live["id"]
+        with self._lock:
+            self.live_edge.broadcasts[login.lower()] = broadcast
+        return live
+
     def set_offline(self, login: str) -> None:
         with self._lock:
             self._channels[login.lower()].live = None
@@ -227,8 +250,9 @@ class FakeTwitch:
         with self._lock:
             if grant == "client_credentials":
                 self.token_requests.append(grant)
-                return JSONResponse({"access_token": self._issue("app", ()), "expires_in": self.token_lifetime,
-                                     "token_type": "bearer"})
+                return JSONResponse(
+                    {"access_token": self._issue("app", ()), "expires_in": self.token_lifetime, "token_type": "bearer"}
+                )
             if grant == "authorization_code":
                 scopes = self._codes.pop(str(form.get("code")), None)
                 if scopes is None or form.get("redirect_uri") != self.redirect_uri:
@@ -242,8 +266,15 @@ class FakeTwitch:
             self.token_requests.append(str(grant))
             refresh = secrets.token_hex(25)
             self._refresh_tokens[refresh] = scopes
-            return JSONResponse({"access_token": self._issue("user", scopes), "refresh_token": refresh,
-                                 "expires_in": self.token_lifetime, "scope": list(scopes), "token_type": "bearer"})
+            return JSONResponse(
+                {
+                    "access_token": self._issue("user", scopes),
+                    "refresh_token": refresh,
+                    "expires_in": self.token_lifetime,
+                    "scope": list(scopes),
+                    "token_type": "bearer",
+                }
+            )
 
     def _issue(self, kind: str, scopes: tuple[str, ...]) -> str:
         token = secrets.token_hex(15)
@@ -260,15 +291,20 @@ class FakeTwitch:
         with self._lock:
             token = self._tokens.get(bearer or "")
             if client_id != self.client_id:
-                response = _error(401, "Client ID and OAuth token do not match" if client_id else "Client-Id header required")
+                response = _error(
+                    401, "Client ID and OAuth token do not match" if client_id else "Client-Id header required"
+                )
             elif token is None or token.revoked or token.expires_at <= time.time():
                 response = _error(401, "Invalid OAuth token")
             elif self._faults.rate_limited > 0:
                 self._faults.rate_limited -= 1
                 reset = math.ceil(time.time() + self._faults.rate_limit_reset_in)
                 self.rate_limit_resets.append(reset)
-                response = _error(429, "Too Many Requests", headers={
-                    "Ratelimit-Limit": "800", "Ratelimit-Remaining": "0", "Ratelimit-Reset": str(reset)})
+                response = _error(
+                    429,
+                    "Too Many Requests",
+                    headers={"Ratelimit-Limit": "800", "Ratelimit-Remaining": "0", "Ratelimit-Reset": str(reset)},
+                )
             elif self._faults.server_errors > 0:
                 self._faults.server_errors -= 1
                 response = _error(self._faults.server_error_status, "Internal Server Error")
@@ -277,8 +313,9 @@ class FakeTwitch:
             query: dict[str, list[str]] = {}
             for key, value in request.query_params.multi_items():
                 query.setdefault(key, []).append(value)
-            self.calls.append(RecordedCall(request.method, request.url.path, query, response.status_code,
-                                           client_id, bearer))
+            self.calls.append(
+                RecordedCall(request.method, request.url.path, query, response.status_code, client_id, bearer)
+            )
             return response
 
     async def _users(self, request: Request) -> JSONResponse:
@@ -286,9 +323,18 @@ class FakeTwitch:
             logins = req.query_params.getlist("login")
             ids = req.query_params.getlist("id")
             data = [
-                {"id": c.user_id, "login": c.login, "display_name": c.display_name, "type": "",
-                 "broadcaster_type": "", "description": "", "profile_image_url": "", "offline_image_url": "",
-                 "view_count": 0, "created_at": "2016-01-01T00:00:00Z"}
+                {
+                    "id": c.user_id,
+                    "login": c.login,
+                    "display_name": c.display_name,
+                    "type": "",
+                    "broadcaster_type": "",
+                    "description": "",
+                    "profile_image_url": "",
+                    "offline_image_url": "",
+                    "view_count": 0,
+                    "created_at": "2016-01-01T00:00:00Z",
+                }
                 for c in self._channels.values()
                 if c.login in [login.lower() for login in logins] or c.user_id in ids
             ]
@@ -299,16 +345,22 @@ class FakeTwitch:
     async def _videos(self, request: Request) -> JSONResponse:
         def handle(req: Request) -> JSONResponse:
             params = req.query_params
+            ids = params.getlist("id")
+            if ids:  # lookup by id: unknown ids are absent; all unknown is a 404, as Twitch does
+                found = [v for c in self._channels.values() for v in c.videos if v["id"] in ids]
+                if not found:
+                    return _error(404, "Not Found")
+                return JSONResponse({"data": found, "pagination": {}})
             user_id = params.get("user_id")
             if not user_id:
-                return _error(400, "Missing required parameter \"user_id\"")
+                return _error(400, 'Missing required parameter "user_id"')
             video_type = params.get("type", "all")
             try:
                 first = int(params.get("first", "20"))
             except ValueError:
-                return _error(400, "The parameter \"first\" was malformed: must be an integer")
+                return _error(400, 'The parameter "first" was malformed: must be an integer')
             if not 1 <= first <= _HELIX_MAX_FIRST:
-                return _error(400, "The parameter \"first\" was malformed: the value must be less than or equal to 100")
+                return _error(400, 'The parameter "first" was malformed: the value must be less than or equal to 100')
             offset = 0
             if after := params.get("after"):
                 cursor = self._cursors.get(after)
@@ -316,7 +368,9 @@ class FakeTwitch:
                     return _error(400, "invalid cursor")
                 offset = cursor[2]
             channel = next((c for c in self._channels.values() if c.user_id == user_id), None)
-            videos = [] if channel is None else [v for v in channel.videos if video_type == "all" or v["type"] == video_type]
+            videos = (
+                [] if channel is None else [v for v in channel.videos if video_type == "all" or v["type"] == video_type]
+            )
             videos.sort(key=lambda v: (v["created_at"], v["id"]), reverse=True)
             page = videos[offset : offset + first]
             pagination: dict[str, str] = {}
@@ -332,7 +386,11 @@ class FakeTwitch:
         def handle(req: Request) -> JSONResponse:
             logins = [login.lower() for login in req.query_params.getlist("user_login")]
             if len(logins) > _HELIX_MAX_FIRST:
-                return _error(400, "The parameter \"user_login\" may only be specified 100 times")
+                return _error(400, 'The parameter "user_login" may only be specified 100 times')
+            for login in logins:  # a broadcast that is over ends the stream
+                over = login in self.live_edge.broadcasts and not self.live_edge.is_live(login)
+                if over and (channel := self._channels.get(login)) is not None:
+                    channel.live = None
             data = [c.live for login in logins if (c := self._channels.get(login)) and c.live]
             return JSONResponse({"data": data, "pagination": {}})
 

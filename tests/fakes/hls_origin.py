@@ -12,7 +12,9 @@ measurements the archive tests need:
 - deleted VODs answer 404, like Twitch for a removed archive;
 - every body byte handed to a connection is counted per VOD, and a byte counted is a byte the
   client asked for: resume efficiency is measured at the origin, not trusted from the client;
-- `Range` requests (yt-dlp resumes a half-fetched fragment with one).
+- `Range` requests (yt-dlp resumes a half-fetched fragment with one);
+- when a VOD's transfer started and ended, measured at the origin (`transfer_stats`, or
+  `GET /stats/{id}` from another process), so a benchmark can time the transfer alone.
 
 `add_synthetic_vod` builds a VOD of any size from one short fMP4 encode: segment k is a copy of
 one real segment whose `tfdt` (decode time) and `mfhd` (sequence number) are rewritten, so the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import signal
 import struct
@@ -39,8 +42,16 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _SEND_PIECE = 64 * 1024
 
 
-def generate_hls(out_dir: Path, *, duration: float = 6, segment_seconds: int = 2, size: str = "320x180",
-                 fps: int = 15, video_bitrate: str | None = None, segment_type: str = "mpegts") -> Path:
+def generate_hls(
+    out_dir: Path,
+    *,
+    duration: float = 6,
+    segment_seconds: int = 2,
+    size: str = "320x180",
+    fps: int = 15,
+    video_bitrate: str | None = None,
+    segment_type: str = "mpegts",
+) -> Path:
     """Encode testsrc2 + a sine tone into a VOD playlist `out_dir/index.m3u8` with segments.
 
     `video_bitrate` pins the bitrate with CBR filler, so a test can ask for a file of a known
@@ -48,18 +59,62 @@ def generate_hls(out_dir: Path, *, duration: float = 6, segment_seconds: int = 2
     out_dir.mkdir(parents=True, exist_ok=True)
     rate = []
     if video_bitrate:
-        rate = ["-b:v", video_bitrate, "-minrate", video_bitrate, "-maxrate", video_bitrate,
-                "-bufsize", video_bitrate, "-x264-params", "nal-hrd=cbr"]
+        rate = [
+            "-b:v",
+            video_bitrate,
+            "-minrate",
+            video_bitrate,
+            "-maxrate",
+            video_bitrate,
+            "-bufsize",
+            video_bitrate,
+            "-x264-params",
+            "nal-hrd=cbr",
+        ]
     ext = "m4s" if segment_type == "fmp4" else "ts"
     cmd = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(duration), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-        "-g", str(fps * segment_seconds), "-keyint_min", str(fps * segment_seconds), "-sc_threshold", "0",
-        *rate, "-c:a", "aac", "-b:a", "64k",
-        "-f", "hls", "-hls_time", str(segment_seconds), "-hls_playlist_type", "vod",
-        "-hls_segment_type", segment_type, "-hls_segment_filename", str(out_dir / f"seg_%04d.{ext}"),
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={fps}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        str(duration),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(fps * segment_seconds),
+        "-keyint_min",
+        str(fps * segment_seconds),
+        "-sc_threshold",
+        "0",
+        *rate,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-f",
+        "hls",
+        "-hls_time",
+        str(segment_seconds),
+        "-hls_playlist_type",
+        "vod",
+        "-hls_segment_type",
+        segment_type,
+        "-hls_segment_filename",
+        str(out_dir / f"seg_%04d.{ext}"),
     ]
     if segment_type == "fmp4":
         cmd += ["-hls_fmp4_init_filename", "init.mp4"]
@@ -68,6 +123,7 @@ def generate_hls(out_dir: Path, *, duration: float = 6, segment_seconds: int = 2
 
 
 # ---- fMP4 box patching for synthetic VODs ------------------------------------------------------
+
 
 def _boxes(data: bytes, start: int, end: int):
     """(type, offset of the box, offset of its payload, end) of each box in data[start:end]."""
@@ -117,9 +173,18 @@ class SyntheticSource:
     steps: list[int]
 
     @classmethod
-    def encode(cls, work_dir: Path, *, size: str = "1280x720", bitrate: str = "8M", seconds: int = 2) -> SyntheticSource:
-        generate_hls(work_dir, duration=seconds * 3, segment_seconds=seconds, size=size, fps=30,
-                     video_bitrate=bitrate, segment_type="fmp4")
+    def encode(
+        cls, work_dir: Path, *, size: str = "1280x720", bitrate: str = "8M", seconds: int = 2
+    ) -> SyntheticSource:
+        generate_hls(
+            work_dir,
+            duration=seconds * 3,
+            segment_seconds=seconds,
+            size=size,
+            fps=30,
+            video_bitrate=bitrate,
+            segment_type="fmp4",
+        )
         first, second = (work_dir / "seg_0000.m4s").read_bytes(), (work_dir / "seg_0001.m4s").read_bytes()
         mfhd_at, times = _fragment_fields(first)
         _, later = _fragment_fields(second)
@@ -135,6 +200,7 @@ class SyntheticSource:
 
 
 # ---- the origin ------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Vod:
@@ -157,8 +223,14 @@ class _Vod:
             return self.synthetic.init
         if name == "index.m3u8":
             seconds = self.synthetic.seconds
-            lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{int(seconds)}",
-                     "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD", '#EXT-X-MAP:URI="init.mp4"']
+            lines = [
+                "#EXTM3U",
+                "#EXT-X-VERSION:7",
+                f"#EXT-X-TARGETDURATION:{int(seconds)}",
+                "#EXT-X-MEDIA-SEQUENCE:0",
+                "#EXT-X-PLAYLIST-TYPE:VOD",
+                '#EXT-X-MAP:URI="init.mp4"',
+            ]
             for i in range(self.segments):
                 lines += [f"#EXTINF:{seconds:.3f},", f"seg_{i:06d}.m4s"]
             return ("\n".join([*lines, "#EXT-X-ENDLIST", ""])).encode()
@@ -193,6 +265,8 @@ class HlsOrigin:
         self.requests: list[tuple[str, str, int]] = []  # (vod id, file, status)
         self._vods: dict[str, _Vod] = {}
         self._sent: dict[str, int] = {}
+        self._first_request: dict[str, float] = {}
+        self._last_byte: dict[str, float] = {}
         self._buckets: dict[Any, _Bucket] = {}
         self._lock = threading.Lock()
 
@@ -221,13 +295,22 @@ class HlsOrigin:
         with self._lock:
             return self._sent.get(vod_id, 0)
 
+    def transfer_stats(self, vod_id: str) -> dict[str, float]:
+        """Bytes sent, and seconds from the VOD's first request to its last body byte."""
+        with self._lock:
+            first, last = self._first_request.get(vod_id), self._last_byte.get(vod_id)
+            sent = self._sent.get(vod_id, 0)
+        seconds = last - first if first is not None and last is not None else 0.0
+        return {"bytes_sent": sent, "seconds": seconds}
+
     def vod_size(self, vod_id: str) -> int:
         """Bytes a single complete fetch of the VOD costs: playlist, init and every segment."""
         with self._lock:
             vod = self._vods[vod_id]
         if vod.synthetic is not None:
-            return (len(vod.body("index.m3u8") or b"") + len(vod.synthetic.init)
-                    + vod.segments * len(vod.synthetic.segment))
+            return (
+                len(vod.body("index.m3u8") or b"") + len(vod.synthetic.init) + vod.segments * len(vod.synthetic.segment)
+            )
         return sum(path.stat().st_size for path in vod.files.values())
 
     def media_bytes(self, vod_id: str) -> int:
@@ -242,6 +325,11 @@ class HlsOrigin:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        stats = re.fullmatch(r"/stats/([^/]+)", scope["path"])
+        if stats:
+            body = json.dumps(self.transfer_stats(stats.group(1))).encode()
+            await self._plain(send, 200, body)
+            return
         match = re.fullmatch(r"/videos/([^/]+)/([^/]+)", scope["path"])
         vod = None
         if match:
@@ -252,6 +340,8 @@ class HlsOrigin:
             self._log(match.group(1) if match else "", match.group(2) if match else scope["path"], 404)
             return
         vod_id, name = match.groups()
+        with self._lock:
+            self._first_request.setdefault(vod_id, time.monotonic())
         body = vod.body(name)
         if body is None:
             await self._plain(send, 404, b"Not Found")
@@ -268,10 +358,16 @@ class HlsOrigin:
                 self._log(vod_id, name, 416)
                 return
             status = 206
-        content_type = b"application/vnd.apple.mpegurl" if name.endswith(".m3u8") else (
-            b"video/mp2t" if name.endswith(".ts") else b"video/mp4")
-        response_headers = [(b"content-type", content_type), (b"content-length", str(end - start).encode()),
-                            (b"accept-ranges", b"bytes")]
+        content_type = (
+            b"application/vnd.apple.mpegurl"
+            if name.endswith(".m3u8")
+            else (b"video/mp2t" if name.endswith(".ts") else b"video/mp4")
+        )
+        response_headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(end - start).encode()),
+            (b"accept-ranges", b"bytes"),
+        ]
         if status == 206:
             response_headers.append((b"content-range", f"bytes {start}-{end - 1}/{len(body)}".encode()))
         self._log(vod_id, name, status)
@@ -300,7 +396,7 @@ class HlsOrigin:
                     bucket = self._buckets[key] = _Bucket(self.rate_per_connection)
         try:
             for offset in range(0, len(body), _SEND_PIECE):
-                piece = body[offset:offset + _SEND_PIECE]
+                piece = body[offset : offset + _SEND_PIECE]
                 if bucket is not None:
                     await bucket.take(len(piece))
                 if disconnected.is_set():
@@ -309,6 +405,7 @@ class HlsOrigin:
                 await send({"type": "http.response.body", "body": bytes(piece), "more_body": not last})
                 with self._lock:
                     self._sent[vod_id] = self._sent.get(vod_id, 0) + len(piece)
+                    self._last_byte[vod_id] = time.monotonic()
             if not body:
                 await send({"type": "http.response.body", "body": b""})
         finally:
@@ -316,9 +413,17 @@ class HlsOrigin:
 
     @staticmethod
     async def _plain(send: Any, status: int, body: bytes, extra: list | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
-                                *(extra or [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(body)).encode()),
+                    *(extra or []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _log(self, vod_id: str, name: str, status: int) -> None:

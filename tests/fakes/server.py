@@ -32,10 +32,12 @@ class ServedApp:
             self._thread.join(timeout)
 
 
-def start_app(app: Any, *, startup_timeout: float = 10.0, log_level: str = "warning") -> ServedApp:
+def start_app(
+    app: Any, *, startup_timeout: float = 10.0, log_level: str = "warning", host: str = "127.0.0.1"
+) -> ServedApp:
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=host,
         port=0,
         log_level=log_level,
         lifespan="off",

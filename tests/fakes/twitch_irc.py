@@ -131,7 +131,9 @@ def _unacked_bytes(sock: object) -> int:
 
 
 class FakeTwitchIrcServer:
-    def __init__(self, *, accepted_tokens: Collection[str] | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, accepted_tokens: Collection[str] | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         """`accepted_tokens`: tokens (without `oauth:`) that may log in; None accepts any."""
         self.host = "127.0.0.1"
         self.port = 0
@@ -234,7 +236,7 @@ class FakeTwitchIrcServer:
             conn.write_line(format_line("PING", trailing=origin))
         try:
             async with asyncio.timeout(timeout):
-                while not all(origin in conn.pongs[seen[conn.number]:] for conn in targets):
+                while not all(origin in conn.pongs[seen[conn.number] :] for conn in targets):
                     await asyncio.sleep(0.005)
         except TimeoutError:
             return False
@@ -266,11 +268,22 @@ class FakeTwitchIrcServer:
         sent_at = _now()
         message_id = str(uuid.uuid4())
         tags = {
-            "badge-info": "", "badges": "", "color": "#1E90FF", "display-name": login.capitalize(),
-            "emotes": "", "first-msg": "0", "flags": "", "id": message_id, "mod": "0",
-            "returning-chatter": "0", "room-id": room_id_for(channel), "subscriber": "0",
-            "tmi-sent-ts": str(int(sent_at.timestamp() * 1000)), "turbo": "0",
-            "user-id": str(zlib.crc32(login.encode()) % 1_000_000_000), "user-type": "",
+            "badge-info": "",
+            "badges": "",
+            "color": "#1E90FF",
+            "display-name": login.capitalize(),
+            "emotes": "",
+            "first-msg": "0",
+            "flags": "",
+            "id": message_id,
+            "mod": "0",
+            "returning-chatter": "0",
+            "room-id": room_id_for(channel),
+            "subscriber": "0",
+            "tmi-sent-ts": str(int(sent_at.timestamp() * 1000)),
+            "turbo": "0",
+            "user-id": str(zlib.crc32(login.encode()) % 1_000_000_000),
+            "user-type": "",
         }
         tags.update({key.replace("_", "-"): value for key, value in overrides.items()})
         message_id = tags["id"]
@@ -353,14 +366,26 @@ class FakeTwitchIrcServer:
         conn.nick = nick
         conn.welcomed = True
         welcome = [
-            ("001", "Welcome, GLHF!"), ("002", f"Your host is {SERVER}"), ("003", "This server is rather new"),
-            ("004", "-"), ("375", "-"), ("372", "You are in a great company!"), ("376", ">"),
+            ("001", "Welcome, GLHF!"),
+            ("002", f"Your host is {SERVER}"),
+            ("003", "This server is rather new"),
+            ("004", "-"),
+            ("375", "-"),
+            ("372", "You are in a great company!"),
+            ("376", ">"),
         ]
         for numeric, text in welcome:
             conn.write_line(format_line(numeric, nick, trailing=text, prefix=SERVER))
         if conn.authenticated and "twitch.tv/commands" in conn.caps:
-            tags = {"badge-info": "", "badges": "", "color": "", "display-name": nick, "emote-sets": "0",
-                    "user-id": str(zlib.crc32(nick.encode()) % 1_000_000_000), "user-type": ""}
+            tags = {
+                "badge-info": "",
+                "badges": "",
+                "color": "",
+                "display-name": nick,
+                "emote-sets": "0",
+                "user-id": str(zlib.crc32(nick.encode()) % 1_000_000_000),
+                "user-type": "",
+            }
             conn.write_line(format_line("GLOBALUSERSTATE", tags=tags, prefix=SERVER))
 
     def _refuse(self, conn: FakeIrcConnection, reason: str) -> None:
@@ -376,15 +401,31 @@ class FakeTwitchIrcServer:
         conn.join_times[channel] = _now()
         conn.write_line(format_line("JOIN", f"#{channel}", prefix=self._user_prefix(conn)))
         conn.write_line(format_line("353", nick, "=", f"#{channel}", trailing=nick, prefix=f"{nick}.{SERVER}"))
-        conn.write_line(format_line("366", nick, f"#{channel}", trailing="End of /NAMES list", prefix=f"{nick}.{SERVER}"))
+        conn.write_line(
+            format_line("366", nick, f"#{channel}", trailing="End of /NAMES list", prefix=f"{nick}.{SERVER}")
+        )
         if "twitch.tv/commands" not in conn.caps:
             return
         if conn.authenticated:
-            user_state = {"badge-info": "", "badges": "", "color": "", "display-name": nick,
-                          "emote-sets": "0", "mod": "0", "subscriber": "0", "user-type": ""}
+            user_state = {
+                "badge-info": "",
+                "badges": "",
+                "color": "",
+                "display-name": nick,
+                "emote-sets": "0",
+                "mod": "0",
+                "subscriber": "0",
+                "user-type": "",
+            }
             conn.write_line(format_line("USERSTATE", f"#{channel}", tags=user_state, prefix=SERVER))
-        room_state = {"emote-only": "0", "followers-only": "-1", "r9k": "0",
-                      "room-id": room_id_for(channel), "slow": "0", "subs-only": "0"}
+        room_state = {
+            "emote-only": "0",
+            "followers-only": "-1",
+            "r9k": "0",
+            "room-id": room_id_for(channel),
+            "slow": "0",
+            "subs-only": "0",
+        }
         conn.write_line(format_line("ROOMSTATE", f"#{channel}", tags=room_state, prefix=SERVER))
 
     @staticmethod

@@ -34,8 +34,13 @@ UPLOAD_PATH = "/upload/youtube/v3/videos"
 
 def google_error(status: int, message: str, reason: str, domain: str = "global") -> JSONResponse:
     """Google's documented error shape: {"error": {"code", "message", "errors": [{reason, domain}]}}."""
-    body = {"error": {"code": status, "message": message,
-                      "errors": [{"message": message, "domain": domain, "reason": reason}]}}
+    body = {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason}],
+        }
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -228,12 +233,17 @@ class FakeYouTube:
             return JSONResponse({"error": "invalid_client", "error_description": "Unauthorized"}, status_code=401)
         grant = form.get("grant_type")
         with self._lock:
-            body: dict[str, Any] = {"expires_in": self.token_lifetime, "token_type": "Bearer",
-                                    "scope": "https://www.googleapis.com/auth/youtube.upload"}
+            body: dict[str, Any] = {
+                "expires_in": self.token_lifetime,
+                "token_type": "Bearer",
+                "scope": "https://www.googleapis.com/auth/youtube.upload",
+            }
             if grant == "refresh_token":
                 if form.get("refresh_token") not in self._refresh_tokens:
-                    return JSONResponse({"error": "invalid_grant",
-                                         "error_description": "Token has been expired or revoked."}, status_code=400)
+                    return JSONResponse(
+                        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+                        status_code=400,
+                    )
                 self.refresh_count += 1
             elif grant == "authorization_code":
                 if form.get("code") not in self._codes or form.get("redirect_uri") != self.redirect_uri:
@@ -274,13 +284,18 @@ class FakeYouTube:
                 return self._quota_error()
             title = str(resource.get("snippet", {}).get("title", ""))
             if not title.strip() or len(title) > 100 or "<" in title or ">" in title:
-                return google_error(400, "The request metadata specifies an invalid or empty video title.",
-                                    "invalidTitle", "youtube.video")
+                return google_error(
+                    400,
+                    "The request metadata specifies an invalid or empty video title.",
+                    "invalidTitle",
+                    "youtube.video",
+                )
             upload_id = secrets.token_urlsafe(18)
             path = self.storage_dir / f"{upload_id}.bin"
             path.write_bytes(b"")
             self.sessions[upload_id] = FakeUploadSession(
-                upload_id, resource, total, request.headers.get("x-upload-content-type", "video/*"), path)
+                upload_id, resource, total, request.headers.get("x-upload-content-type", "video/*"), path
+            )
         location = f"{str(request.base_url).rstrip('/')}{UPLOAD_PATH}?uploadType=resumable&upload_id={upload_id}"
         return Response(status_code=200, headers={"Location": location})
 
@@ -288,8 +303,12 @@ class FakeYouTube:
         response = await self._handle_session_put(request)
         with self._lock:
             self.session_requests.append(
-                (request.query_params.get("upload_id", ""), request.headers.get("content-range", ""),
-                 response.status_code))
+                (
+                    request.query_params.get("upload_id", ""),
+                    request.headers.get("content-range", ""),
+                    response.status_code,
+                )
+            )
         return response
 
     async def _handle_session_put(self, request: Request) -> Response:

@@ -11,8 +11,7 @@ import signal
 import sys
 from datetime import timedelta
 
-import reelhouse.archive.models  # noqa: F401 - registers the archive tables
-from reelhouse.archive import pipeline
+from reelhouse.archive.plugin import setup
 from reelhouse.config import Settings
 from reelhouse.core.jobs.worker import Worker, WorkerOptions
 from reelhouse.core.runtime import build_runtime
@@ -20,10 +19,19 @@ from reelhouse.core.runtime import build_runtime
 
 async def main(worker_id: str, lease: float) -> None:
     runtime = build_runtime(Settings(), load_domains=False)
-    pipeline.register(runtime)
-    worker = Worker(runtime.engine, runtime.registry, WorkerOptions(
-        worker_id=worker_id, concurrency=2, lease=timedelta(seconds=lease), poll_interval=0.1,
-        cancel_poll_interval=0.2, shutdown_grace=5))
+    setup(runtime)
+    worker = Worker(
+        runtime.engine,
+        runtime.registry,
+        WorkerOptions(
+            worker_id=worker_id,
+            concurrency=2,
+            lease=timedelta(seconds=lease),
+            poll_interval=0.1,
+            cancel_poll_interval=0.2,
+            shutdown_grace=5,
+        ),
+    )
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)
     print("ready", flush=True)
     await worker.run()

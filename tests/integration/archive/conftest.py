@@ -21,7 +21,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import reelhouse.archive.models  # noqa: E402,F401 - registers the archive tables
-from reelhouse.archive import pipeline  # noqa: E402
+from reelhouse.archive.plugin import setup  # noqa: E402
 from reelhouse.archive.tokens import TokenStore  # noqa: E402
 from reelhouse.config import Settings  # noqa: E402
 from reelhouse.core.jobs.scheduler import Scheduler  # noqa: E402
@@ -44,8 +44,9 @@ def tiny_clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def large_clip(tmp_path_factory) -> Path:
     """~3 MB in 12 segments of 1 s (CBR): a transfer long enough to interrupt on purpose."""
-    return generate_hls(tmp_path_factory.mktemp("large"), duration=12, segment_seconds=1, size="320x180",
-                        video_bitrate="2M")
+    return generate_hls(
+        tmp_path_factory.mktemp("large"), duration=12, segment_seconds=1, size="320x180", video_bitrate="2M"
+    )
 
 
 @pytest.fixture
@@ -60,19 +61,32 @@ def origin_server(origin: HlsOrigin) -> Iterator[ServedApp]:
 
 
 @pytest.fixture
-def archive_env(monkeypatch, db_url, tmp_path, twitch, twitch_server, youtube, youtube_server,
-                origin_server) -> dict[str, str]:
+def archive_env(
+    monkeypatch, db_url, tmp_path, twitch, twitch_server, youtube, youtube_server, origin_server
+) -> dict[str, str]:
     """Environment pointing every client at the fakes; tests adjust it before `make_runtime`."""
     env = {
-        "DATABASE_URL": db_url, "DATA_DIR": str(tmp_path / "data"), "MASTER_ENCRYPTION_KEY": MASTER_KEY,
-        "TWITCH_CLIENT_ID": twitch.client_id, "TWITCH_CLIENT_SECRET": twitch.client_secret,
-        "TWITCH_API_BASE": f"{twitch_server.base_url}/helix", "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2",
+        "DATABASE_URL": db_url,
+        "DATA_DIR": str(tmp_path / "data"),
+        "MASTER_ENCRYPTION_KEY": MASTER_KEY,
+        "TWITCH_CLIENT_ID": twitch.client_id,
+        "TWITCH_CLIENT_SECRET": twitch.client_secret,
+        "TWITCH_API_BASE": f"{twitch_server.base_url}/helix",
+        "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2",
         "TWITCH_VIDEO_URL_TEMPLATE": f"{origin_server.base_url}/videos/{{id}}/index.m3u8",
-        "YOUTUBE_UPLOAD_ENABLED": "1", "YT_CLIENT_ID": youtube.client_id, "YT_CLIENT_SECRET": youtube.client_secret,
-        "YOUTUBE_API_BASE": youtube_server.base_url, "YOUTUBE_OAUTH_BASE": youtube_server.base_url,
-        "UPLOAD_CHUNK_BYTES": str(256 * 1024), "DOWNLOAD_BACKOFF_BASE": "0.2s", "UPLOAD_BACKOFF_BASE": "0.2s",
-        "VOD_CATALOG_PAGE_DELAY": "0.05s", "CIRCUIT_FAILURE_THRESHOLD": "5", "YTDLP_CONCURRENT_FRAGMENTS": "4",
-        "UPLOAD_DAILY_LIMIT": "0", "BACKFILL_UPLOAD_DAILY_LIMIT": "0",
+        "YOUTUBE_UPLOAD_ENABLED": "1",
+        "YT_CLIENT_ID": youtube.client_id,
+        "YT_CLIENT_SECRET": youtube.client_secret,
+        "YOUTUBE_API_BASE": youtube_server.base_url,
+        "YOUTUBE_OAUTH_BASE": youtube_server.base_url,
+        "UPLOAD_CHUNK_BYTES": str(256 * 1024),
+        "DOWNLOAD_BACKOFF_BASE": "0.2s",
+        "UPLOAD_BACKOFF_BASE": "0.2s",
+        "VOD_CATALOG_PAGE_DELAY": "0.05s",
+        "CIRCUIT_FAILURE_THRESHOLD": "5",
+        "YTDLP_CONCURRENT_FRAGMENTS": "4",
+        "UPLOAD_DAILY_LIMIT": "0",
+        "BACKFILL_UPLOAD_DAILY_LIMIT": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -91,7 +105,7 @@ async def make_runtime(archive_env):
 
     def make():
         runtime = build_runtime(Settings(), load_domains=False)
-        pipeline.register(runtime)
+        setup(runtime)
         runtimes.append(runtime)
         return runtime
 
@@ -103,17 +117,31 @@ async def make_runtime(archive_env):
 async def store_youtube_token(runtime, youtube: FakeYouTube) -> None:
     """A YouTube token as the OAuth flow leaves it: refreshable, access token already stale."""
     store = TokenStore.from_settings(runtime.engine, runtime.settings)
-    await store.save("youtube", access_token="stale", refresh_token=youtube.add_refresh_token(),
-                     expires_at=datetime.now(UTC) - timedelta(minutes=5), scope="youtube.upload")
+    await store.save(
+        "youtube",
+        access_token="stale",
+        refresh_token=youtube.add_refresh_token(),
+        expires_at=datetime.now(UTC) - timedelta(minutes=5),
+        scope="youtube.upload",
+    )
 
 
 @asynccontextmanager
 async def running_worker(runtime, *, concurrency: int = 4, scheduler: bool = False, lease: float = 10):
     """A real worker (and optionally the scheduler) on this event loop."""
     stop = asyncio.Event()
-    worker = Worker(runtime.engine, runtime.registry, WorkerOptions(
-        worker_id=f"test-{os.getpid()}-{id(runtime)}", concurrency=concurrency, lease=timedelta(seconds=lease),
-        poll_interval=0.1, cancel_poll_interval=0.2, shutdown_grace=5))
+    worker = Worker(
+        runtime.engine,
+        runtime.registry,
+        WorkerOptions(
+            worker_id=f"test-{os.getpid()}-{id(runtime)}",
+            concurrency=concurrency,
+            lease=timedelta(seconds=lease),
+            poll_interval=0.1,
+            cancel_poll_interval=0.2,
+            shutdown_grace=5,
+        ),
+    )
     tasks = [asyncio.create_task(worker.run())]
     if scheduler:
         tasks.append(asyncio.create_task(Scheduler(runtime.engine, runtime.periodic).run(stop, interval=0.3)))

@@ -4,10 +4,7 @@ on SQLite and PostgreSQL, plus helpers to seed VODs and callers of each role."""
 from __future__ import annotations
 
 import base64
-import shutil
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,77 +16,44 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[3])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-import asyncpg  # noqa: E402
 
 from reelhouse.app import create_app  # noqa: E402
-from reelhouse.archive import api, pipeline  # noqa: E402
 from reelhouse.archive.models import vods  # noqa: E402
+from reelhouse.archive.plugin import setup  # noqa: E402
 from reelhouse.config import Settings  # noqa: E402
-from reelhouse.core.db.engine import create_engine  # noqa: E402
-from reelhouse.core.db.migrate import run_migrations  # noqa: E402
 from reelhouse.core.db.models import users  # noqa: E402
 from reelhouse.core.db.types import utcnow  # noqa: E402
 from reelhouse.core.runtime import build_runtime  # noqa: E402
 from reelhouse.core.security.passwords import hash_password  # noqa: E402
 from reelhouse.core.security.users import create_api_token  # noqa: E402
-from tests.conftest import POSTGRES_ADMIN_DSN, _postgres_dsn, create_postgres_database, drop_postgres_database  # noqa: E402
 
 ADMIN_TOKEN = "archive-api-admin-token-0123456789"
 MASTER_KEY = base64.b64encode(b"m" * 32).decode()
 # Variables a developer's shell might carry that would change what the tests expect.
-_ARCHIVE_ENV = ("TWITCH_CHANNEL", "TWITCH_CHANNELS", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET",
-                "TWITCH_AUTH_BASE", "TWITCH_REDIRECT_URI", "TWITCH_SCOPES", "YT_CLIENT_ID", "YT_CLIENT_SECRET",
-                "YT_REDIRECT_URI", "YT_SCOPES", "YOUTUBE_OAUTH_BASE", "PUBLIC_BASE_URL", "LOG_LEVEL",
-                "LOG_FORMAT", "VOD_PROCESS_INTERVAL", "DOWNLOAD_MAX_ATTEMPTS", "RETENTION_KEEP_DAYS",
-                "RETENTION_DRY_RUN", "PROCESSING_RETRY_COOLDOWN", "MASTER_ENCRYPTION_KEY", "ENCRYPTION_KEY")
-
-
-_templates: dict[str, str] = {}
-
-
-async def _template(backend: str, tmp_root: Path) -> str:
-    """A migrated database to copy, made once per session per backend: the machines these tests
-    run on are busy, and migrating for every test cost more than the tests themselves."""
-    if backend not in _templates:
-        if backend == "sqlite":
-            path = tmp_root / "template.db"
-            url = f"sqlite+aiosqlite:///{path}"
-        else:
-            name = await create_postgres_database()
-            url = _postgres_dsn(name).replace("postgresql://", "postgresql+asyncpg://")
-        engine = create_engine(url)
-        await run_migrations(engine)
-        await engine.dispose()
-        _templates[backend] = str(path) if backend == "sqlite" else name
-    return _templates[backend]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request, tmp_path, tmp_path_factory) -> AsyncIterator[str]:
-    """Like the suite's `db_url` (a migrated database on each backend), copied from a template."""
-    template = await _template(request.param, tmp_path_factory.getbasetemp())
-    if request.param == "sqlite":
-        target = tmp_path / "test.db"
-        shutil.copyfile(template, target)
-        yield f"sqlite+aiosqlite:///{target}"
-        return
-    name = f"rh_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    yield _postgres_dsn(name).replace("postgresql://", "postgresql+asyncpg://")
-    await drop_postgres_database(name)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_postgres_template():
-    yield
-    if "postgres" in _templates:
-        import asyncio
-
-        asyncio.run(drop_postgres_database(_templates["postgres"]))
+_ARCHIVE_ENV = (
+    "TWITCH_CHANNEL",
+    "TWITCH_CHANNELS",
+    "TWITCH_CLIENT_ID",
+    "TWITCH_CLIENT_SECRET",
+    "TWITCH_AUTH_BASE",
+    "TWITCH_REDIRECT_URI",
+    "TWITCH_SCOPES",
+    "YT_CLIENT_ID",
+    "YT_CLIENT_SECRET",
+    "YT_REDIRECT_URI",
+    "YT_SCOPES",
+    "YOUTUBE_OAUTH_BASE",
+    "PUBLIC_BASE_URL",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "VOD_PROCESS_INTERVAL",
+    "DOWNLOAD_MAX_ATTEMPTS",
+    "RETENTION_KEEP_DAYS",
+    "RETENTION_DRY_RUN",
+    "PROCESSING_RETRY_COOLDOWN",
+    "MASTER_ENCRYPTION_KEY",
+    "ENCRYPTION_KEY",
+)
 
 
 @pytest.fixture
@@ -97,8 +61,13 @@ def archive_env(db_url, tmp_path, monkeypatch) -> dict[str, str]:
     """The environment every archive API test starts from; tests add to it before `settings`."""
     for name in _ARCHIVE_ENV:
         monkeypatch.delenv(name, raising=False)
-    values = {"DATABASE_URL": db_url, "DATA_DIR": str(tmp_path / "data"), "ADMIN_TOKEN": ADMIN_TOKEN,
-              "TWITCH_CHANNEL": "alpha", "MASTER_ENCRYPTION_KEY": MASTER_KEY}
+    values = {
+        "DATABASE_URL": db_url,
+        "DATA_DIR": str(tmp_path / "data"),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "TWITCH_CHANNEL": "alpha",
+        "MASTER_ENCRYPTION_KEY": MASTER_KEY,
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -114,8 +83,7 @@ async def runtime(settings):
     # Registered by hand rather than through the entry point, so the test sees exactly the
     # archive's pipeline and API, each once.
     runtime = build_runtime(settings, load_domains=False)
-    pipeline.register(runtime)
-    api.register(runtime)
+    setup(runtime)
     yield runtime
     await runtime.engine.dispose()
 
@@ -153,9 +121,18 @@ async def role_headers(engine) -> dict[str, dict[str, str]]:
     headers = {}
     for role in ("viewer", "operator"):
         async with engine.begin() as conn:
-            user_id = (await conn.execute(users.insert().values(
-                username=f"{role}-user", password_hash=_PASSWORD_HASH[0], role=role, created_at=utcnow(),
-            ).returning(users.c.id))).scalar_one()
+            user_id = (
+                await conn.execute(
+                    users.insert()
+                    .values(
+                        username=f"{role}-user",
+                        password_hash=_PASSWORD_HASH[0],
+                        role=role,
+                        created_at=utcnow(),
+                    )
+                    .returning(users.c.id)
+                )
+            ).scalar_one()
         headers[role] = {"Authorization": f"Bearer {await create_api_token(engine, user_id, 't')}"}
     headers["admin"] = admin()
     return headers
@@ -164,13 +141,22 @@ async def role_headers(engine) -> dict[str, dict[str, str]]:
 BASE_DATE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-async def add_vod(engine, twitch_vod_id: str, *, channel: str = "alpha", date: datetime | None = None,
-                  **values: Any) -> None:
+async def add_vod(
+    engine, twitch_vod_id: str, *, channel: str = "alpha", date: datetime | None = None, **values: Any
+) -> None:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(vods.insert().values(
-            twitch_vod_id=twitch_vod_id, channel=channel, title=values.pop("title", f"Stream {twitch_vod_id}"),
-            date=date or BASE_DATE, created_at=values.pop("created_at", now), updated_at=now, **values))
+        await conn.execute(
+            vods.insert().values(
+                twitch_vod_id=twitch_vod_id,
+                channel=channel,
+                title=values.pop("title", f"Stream {twitch_vod_id}"),
+                date=date or BASE_DATE,
+                created_at=values.pop("created_at", now),
+                updated_at=now,
+                **values,
+            )
+        )
 
 
 def days(n: float) -> timedelta:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from reelhouse.archive import pipeline
 from reelhouse.archive.models import vods
 from reelhouse.core.db.models import tasks
 from reelhouse.core.jobs.kv import KV
-
+from tests.archive_support import vod_jobs
 from tests.integration.archive_api.conftest import BASE_DATE, add_vod, admin, days
 
 
@@ -19,13 +18,12 @@ async def _task(engine, task_id: int):
 
 
 async def test_scan_enqueues_a_discovery_task_and_answers_at_once(client, engine):
-    for method in ("GET", "POST"):
-        response = await client.request(method, "/admin/vod/scan", params={"channel": "Bravo_1"}, headers=admin())
-        assert response.status_code == 200
-        body = response.json()
-        assert body["status"] == "ok" and body["channel"] == "bravo_1"
-        task = await _task(engine, body["task_id"])
-        assert task.kind == "vod.discover" and task.payload == {"channel": "bravo_1"} and task.status == "queued"
+    response = await client.post("/admin/vod/scan", params={"channel": "Bravo_1"}, headers=admin())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["channel"] == "bravo_1"
+    task = await _task(engine, body["task_id"])
+    assert task.kind == "vod.discover" and task.payload == {"channel": "bravo_1"} and task.status == "queued"
     default = (await client.post("/admin/vod/scan", headers=admin())).json()
     assert default["channel"] == "alpha"  # TWITCH_CHANNEL, like vod-tender
     bad = await client.post("/admin/vod/scan", params={"channel": "../etc"}, headers=admin())
@@ -40,36 +38,55 @@ async def test_scan_without_any_channel_is_400(client, app):
     assert response.status_code == 400 and "TWITCH_CHANNEL" in response.json()["error"]
 
 
+async def test_get_no_longer_changes_state_and_says_what_to_send(client, engine):
+    for path in ("/admin/vod/scan", "/admin/vod/catalog"):
+        response = await client.get(path, params={"channel": "alpha"}, headers=admin())
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert f"POST {path}" in response.json()["error"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(tasks.c.id))).first() is None, "nothing was queued"
+
+
 async def test_catalog_enqueues_with_its_limits(client, engine):
-    response = await client.get("/admin/vod/catalog", params={"channel": "alpha", "max": "50", "max_age_days": "30"},
-                                headers=admin())
+    response = await client.post(
+        "/admin/vod/catalog", params={"channel": "alpha", "max": "50", "max_age_days": "30"}, headers=admin()
+    )
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["channel"], body["max"], body["max_age_days"]) == ("ok", "alpha", 50, 30)
     task = await _task(engine, body["task_id"])
     assert task.kind == "vod.catalog" and task.payload == {"channel": "alpha", "max": 50, "max_age_days": 30}
-    for params in ({"max": "-1"}, {"max": "ten"}, {"max_age_days": "1.5"}):
+    for params in ({"max": "-1"}, {"max": "ten"}, {"max_age_days": "1.5"}, {"max": str(2**64)}):
         bad = await client.post("/admin/vod/catalog", params=params, headers=admin())
-        assert bad.status_code == 400 and next(iter(params)) in bad.json()["error"]
+        assert bad.status_code == 422 and next(iter(params)) in bad.json()["error"]
 
 
 async def test_admin_endpoints_refuse_anonymous_and_operators(client, role_headers):
-    calls = [("GET", "/admin/vod/scan"), ("POST", "/admin/vod/scan"), ("GET", "/admin/vod/catalog"),
-             ("POST", "/admin/vod/catalog"), ("POST", "/admin/vod/priority"), ("PUT", "/admin/vod/priority"),
-             ("POST", "/admin/vod/skip-upload"), ("PUT", "/admin/vod/skip-upload"), ("POST", "/channels"),
-             ("DELETE", "/channels/alpha"), ("PUT", "/config")]
+    calls = [
+        ("POST", "/admin/vod/scan"),
+        ("POST", "/admin/vod/catalog"),
+        ("POST", "/admin/vod/priority"),
+        ("PUT", "/admin/vod/priority"),
+        ("POST", "/admin/vod/skip-upload"),
+        ("PUT", "/admin/vod/skip-upload"),
+        ("POST", "/channels"),
+        ("DELETE", "/channels/alpha"),
+        ("PATCH", "/channels/alpha"),
+        ("PUT", "/config"),
+    ]
     for method, path in calls:
         assert (await client.request(method, path, json={})).status_code == 401, path
         forbidden = await client.request(method, path, json={}, headers=role_headers["operator"])
         assert forbidden.status_code == 403 and "admin" in forbidden.json()["error"], path
 
 
-async def test_priority_updates_the_vod_and_its_queued_task(client, engine):
+async def test_priority_updates_the_vod_and_its_queued_task(runtime, client, engine):
     await add_vod(engine, "900")
-    job_id = await pipeline.enqueue_vod(engine, "900")
+    job_id = await vod_jobs(runtime).enqueue("900")
     for method in ("POST", "PUT"):
-        response = await client.request(method, "/admin/vod/priority", json={"vod_id": "900", "priority": 75},
-                                        headers=admin())
+        response = await client.request(
+            method, "/admin/vod/priority", json={"vod_id": "900", "priority": 75}, headers=admin()
+        )
         assert response.status_code == 200
         assert response.json() == {"status": "ok", "vod_id": "900", "priority": 75}
     async with engine.connect() as conn:
@@ -102,8 +119,9 @@ async def test_priority_and_skip_upload_errors(client, engine):
 async def test_skip_upload_round_trip(client, engine):
     await add_vod(engine, "902")
     for value in (True, False, True):
-        response = await client.put("/admin/vod/skip-upload", json={"vod_id": "902", "skip_upload": value},
-                                    headers=admin())
+        response = await client.put(
+            "/admin/vod/skip-upload", json={"vod_id": "902", "skip_upload": value}, headers=admin()
+        )
         assert response.json() == {"status": "ok", "vod_id": "902", "skip_upload": value}
     assert (await client.get("/vods/902")).json()["skip_upload"] is True
 
@@ -120,10 +138,45 @@ async def test_channels_api(client, role_headers):
         response = await client.post("/channels", json=bad, headers=admin())
         assert response.status_code == 400 and "error" in response.json()
     assert [c["name"] for c in (await client.get("/channels", headers=viewer)).json()] == ["gamma"]
+    assert created.json()["record_mode"] == "vod"  # as before live recording existed
+    changed = await client.patch("/channels/gamma", json={"record_mode": "both"}, headers=admin())
+    assert changed.status_code == 200 and changed.json()["record_mode"] == "both"
+    assert (await client.get("/channels", headers=viewer)).json()[0]["record_mode"] == "both"
+    for bad in ({"record_mode": "sometimes"}, {"record_mode": 3}, {}, {"record_mode": "live", "other": 1}):
+        response = await client.patch("/channels/gamma", json=bad, headers=admin())
+        assert response.status_code == 400 and "error" in response.json(), bad
+    unknown = await client.patch("/channels/nobody", json={"record_mode": "live"}, headers=admin())
+    assert unknown.status_code == 404
+    live = await client.post("/channels", json={"name": "delta", "record_mode": "live"}, headers=admin())
+    assert live.status_code == 201 and live.json()["record_mode"] == "live"
+    bad_mode = await client.post("/channels", json={"name": "epsilon", "record_mode": "x"}, headers=admin())
+    assert bad_mode.status_code == 400
+    assert (await client.delete("/channels/delta", headers=admin())).status_code == 204
     assert (await client.delete("/channels/gamma", headers=admin())).status_code == 204
     missing = await client.delete("/channels/gamma", headers=admin())
     assert missing.status_code == 404 and "gamma" in missing.json()["error"]
     assert (await client.get("/channels", headers=viewer)).json() == []
+
+
+async def test_a_paused_channel_is_listed_but_not_watched_until_resumed(client, engine, role_headers):
+    from reelhouse.archive.store import ChannelStore
+
+    store = ChannelStore(engine)
+    for name in ("delta", "epsilon"):
+        assert (await client.post("/channels", json={"name": name}, headers=admin())).status_code == 201
+    operator, viewer = role_headers["operator"], role_headers["viewer"]
+    assert (await client.post("/channels/delta/pause", headers=viewer)).status_code == 403
+    paused = await client.post("/channels/delta/pause", headers=operator)
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    listed = {c["name"]: c["paused"] for c in (await client.get("/channels", headers=viewer)).json()}
+    assert listed == {"delta": True, "epsilon": False}
+    assert await store.watched_channels([]) == ["epsilon"], "discovery and chat skip a paused channel"
+    resumed = await client.post("/channels/delta/resume", headers=operator)
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
+    assert await store.watched_channels([]) == ["delta", "epsilon"]
+    missing = await client.post("/channels/zeta/pause", headers=operator)
+    assert missing.status_code == 404 and "zeta" in missing.json()["error"]
+    assert (await client.post("/channels/no%20spaces/pause", headers=operator)).status_code == 400
 
 
 async def test_monitor_has_vod_tender_fields(client, engine):
@@ -148,10 +201,14 @@ async def test_every_archive_mutation_rejects_anonymous_callers(app, client):
     import re
 
     paths = app.openapi()["paths"]
-    mutations = [(method.upper(), path) for path, ops in paths.items() for method in ops
-                 if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}
-                 and (path.startswith(("/vods", "/admin/vod", "/channels", "/config", "/auth/twitch", "/auth/youtube")))]
-    assert len(mutations) == 15
+    mutations = [
+        (method.upper(), path)
+        for path, ops in paths.items()
+        for method in ops
+        if method.upper() in {"POST", "PUT", "PATCH", "DELETE"}
+        and (path.startswith(("/vods", "/admin/vod", "/channels", "/config", "/auth/twitch", "/auth/youtube")))
+    ]
+    assert len(mutations) == 20  # the two OAuth starts are POSTs now; channel pause, resume, PATCH
     for method, template in mutations:
         response = await client.request(method, re.sub(r"\{[^}]+\}", "1", template), json={})
         assert response.status_code == 401, (method, template)

@@ -8,25 +8,39 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from reelhouse.archive import pipeline
 from reelhouse.archive.settings import archive_settings
-from reelhouse.archive.settings_overrides import (
-    SAFE_KEYS,
-    apply_overrides,
-    effective_setting,
-    load_overrides,
-)
 from reelhouse.core.db.models import kv, tasks
 from reelhouse.core.jobs.kv import KV
-
+from tests.archive_support import vod_jobs
 from tests.integration.archive_api.conftest import add_vod, admin
 
+# vod-tender's safe keys (reference §1 #8), in its order.
+SAFE_KEYS = (
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "DATA_DIR",
+    "VOD_PROCESS_INTERVAL",
+    "PROCESSING_RETRY_COOLDOWN",
+    "DOWNLOAD_MAX_ATTEMPTS",
+    "DOWNLOAD_BACKOFF_BASE",
+    "UPLOAD_MAX_ATTEMPTS",
+    "UPLOAD_BACKOFF_BASE",
+    "RETAIN_KEEP_NEWER_THAN_DAYS",
+    "RETENTION_KEEP_DAYS",
+    "RETENTION_KEEP_COUNT",
+    "RETENTION_DRY_RUN",
+    "RETENTION_INTERVAL",
+    "BACKFILL_UPLOAD_DAILY_LIMIT",
+)
 
-async def test_get_config_is_public_and_lists_only_safe_keys(client, archive_env):
+
+async def test_get_config_is_public_and_lists_only_safe_keys(client, archive_env, runtime):
+    assert runtime.overrides.keys == SAFE_KEYS
     response = await client.get("/config")
     assert response.status_code == 200
     body = response.json()
     assert set(body) <= set(SAFE_KEYS)
+    assert list(body) == [key for key in SAFE_KEYS if key in body], "vod-tender's order"
     # Defaults are the settings' values, rendered as the variable would be written.
     assert body["VOD_PROCESS_INTERVAL"] == "60s" and body["DOWNLOAD_MAX_ATTEMPTS"] == "5"
     assert body["DATA_DIR"] == archive_env["DATA_DIR"]
@@ -35,8 +49,11 @@ async def test_get_config_is_public_and_lists_only_safe_keys(client, archive_env
 
 
 async def test_put_config_takes_effect_where_the_pipeline_reads(client, engine, runtime):
-    response = await client.put("/config", json={"VOD_PROCESS_INTERVAL": "5m", "DOWNLOAD_MAX_ATTEMPTS": 3,
-                                                 "RETENTION_DRY_RUN": True}, headers=admin())
+    response = await client.put(
+        "/config",
+        json={"VOD_PROCESS_INTERVAL": "5m", "DOWNLOAD_MAX_ATTEMPTS": 3, "RETENTION_DRY_RUN": True},
+        headers=admin(),
+    )
     assert response.status_code == 204
     body = (await client.get("/config")).json()
     assert body["VOD_PROCESS_INTERVAL"] == "5m" and body["DOWNLOAD_MAX_ATTEMPTS"] == "3"
@@ -45,11 +62,9 @@ async def test_put_config_takes_effect_where_the_pipeline_reads(client, engine, 
     async with engine.connect() as conn:
         row = (await conn.execute(select(kv.c.channel, kv.c.value).where(kv.c.key == "cfg:VOD_PROCESS_INTERVAL"))).one()
     assert tuple(row) == ("", "5m")
-    assert await effective_setting(engine, "VOD_PROCESS_INTERVAL", timedelta(minutes=1)) == timedelta(minutes=5)
-    assert await effective_setting(engine, "DOWNLOAD_MAX_ATTEMPTS", 5) == 3
-    assert await effective_setting(engine, "UPLOAD_MAX_ATTEMPTS", 7) == 7  # no override: the default
     base = archive_settings(runtime.settings)
-    applied = apply_overrides(base, await load_overrides(engine))
+    applied = await runtime.overrides.effective(base)
+    assert applied.upload_max_attempts == base.upload_max_attempts  # no override: the environment's
     assert applied.vod_process_interval == timedelta(minutes=5) and applied.download_max_attempts == 3
     assert applied.retention_dry_run is True
     assert base.vod_process_interval == timedelta(minutes=1)  # the environment's copy is untouched
@@ -58,15 +73,15 @@ async def test_put_config_takes_effect_where_the_pipeline_reads(client, engine, 
     assert status["retry_config"]["download_max_attempts"] == 3
 
 
-async def test_null_removes_an_override(client, engine):
+async def test_null_removes_an_override(client, runtime):
     await client.put("/config", json={"UPLOAD_MAX_ATTEMPTS": "9"}, headers=admin())
     assert (await client.get("/config")).json()["UPLOAD_MAX_ATTEMPTS"] == "9"
     assert (await client.put("/config", json={"UPLOAD_MAX_ATTEMPTS": None}, headers=admin())).status_code == 204
     assert (await client.get("/config")).json()["UPLOAD_MAX_ATTEMPTS"] == "5"
-    assert await load_overrides(engine) == {}
+    assert await runtime.overrides.load() == {}
 
 
-async def test_bad_values_and_keys_are_400_and_nothing_is_written(client, engine, role_headers):
+async def test_bad_values_and_keys_are_400_and_nothing_is_written(client, runtime, role_headers):
     cases = [
         ({"VOD_PROCESS_INTERVAL": "soon"}, "VOD_PROCESS_INTERVAL"),
         ({"VOD_PROCESS_INTERVAL": "0s"}, "at least"),
@@ -88,7 +103,7 @@ async def test_bad_values_and_keys_are_400_and_nothing_is_written(client, engine
         assert message in response.json()["error"], (body, response.json())
     not_object = await client.put("/config", json=["VOD_PROCESS_INTERVAL"], headers=admin())
     assert not_object.status_code == 400
-    assert await load_overrides(engine) == {}
+    assert await runtime.overrides.load() == {}
     assert (await client.put("/config", json={"LOG_LEVEL": "debug"})).status_code == 401
     viewer = await client.put("/config", json={"LOG_LEVEL": "debug"}, headers=role_headers["viewer"])
     assert viewer.status_code == 403
@@ -109,29 +124,27 @@ async def test_hand_written_bad_override_is_ignored_not_fatal(client, engine, ru
     # An operator may write kv with SQL; a typo must not stop the pipeline.
     await KV(engine).set("cfg:VOD_PROCESS_INTERVAL", "five minutes")
     await KV(engine).set("cfg:DOWNLOAD_MAX_ATTEMPTS", "2")
-    assert await load_overrides(engine) == {"DOWNLOAD_MAX_ATTEMPTS": "2"}
-    settings = apply_overrides(archive_settings(runtime.settings), await load_overrides(engine))
+    assert await runtime.overrides.load() == {"DOWNLOAD_MAX_ATTEMPTS": "2"}
+    settings = await runtime.overrides.effective(archive_settings(runtime.settings))
     assert settings.vod_process_interval == timedelta(minutes=1) and settings.download_max_attempts == 2
     # The pipeline's new VOD job gets the overridden attempt budget.
     await add_vod(engine, "cfg1")
-    job_id = await pipeline.enqueue_vod(engine, "cfg1")
+    job_id = await vod_jobs(runtime).enqueue("cfg1")
     async with engine.connect() as conn:
         attempts = (await conn.execute(select(tasks.c.max_attempts).where(tasks.c.job_id == job_id))).scalar()
     assert attempts == 2
     assert (await client.get("/config")).json()["VOD_PROCESS_INTERVAL"] == "60s"
 
 
-async def test_log_level_watcher_follows_the_override_in_every_process(engine):
+async def test_log_level_watcher_follows_the_override_in_every_process(runtime):
     import asyncio
-
-    from reelhouse.archive.settings_overrides import watch_log_level, write_overrides
 
     root = logging.getLogger()
     before = root.level
     stop = asyncio.Event()
-    watcher = asyncio.create_task(watch_log_level(engine, stop, every=0.05))
+    watcher = asyncio.create_task(runtime.overrides.watch_log_level(stop, every=0.05))
     try:
-        await write_overrides(engine, {"LOG_LEVEL": "error"})  # as another API node would
+        await runtime.overrides.write({"LOG_LEVEL": "error"})  # as another API node would
         for _ in range(100):
             if root.level == logging.ERROR:
                 break

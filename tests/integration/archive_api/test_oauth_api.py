@@ -18,7 +18,6 @@ from reelhouse.archive.tokens import TokenStore
 from reelhouse.config import Settings
 from reelhouse.core.db.models import kv
 from reelhouse.core.db.types import utcnow
-
 from tests.fakes.helix import FakeTwitch
 from tests.fakes.server import ServedApp, serve
 from tests.fakes.youtube import FakeYouTube
@@ -34,8 +33,9 @@ def fake_twitch() -> FakeTwitch:
 
 @pytest.fixture(scope="module")
 def fake_youtube(tmp_path_factory) -> FakeYouTube:
-    return FakeYouTube(storage_dir=tmp_path_factory.mktemp("yt"),
-                       redirect_uri="https://reelhouse.example/auth/youtube/callback")
+    return FakeYouTube(
+        storage_dir=tmp_path_factory.mktemp("yt"), redirect_uri="https://reelhouse.example/auth/youtube/callback"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +53,15 @@ def youtube_server(fake_youtube) -> Iterator[ServedApp]:
 @pytest.fixture
 def settings(archive_env, monkeypatch, fake_twitch, fake_youtube, twitch_server, youtube_server) -> Settings:
     values = {
-        "TWITCH_CLIENT_ID": fake_twitch.client_id, "TWITCH_CLIENT_SECRET": fake_twitch.client_secret,
-        "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2", "TWITCH_REDIRECT_URI": fake_twitch.redirect_uri,
+        "TWITCH_CLIENT_ID": fake_twitch.client_id,
+        "TWITCH_CLIENT_SECRET": fake_twitch.client_secret,
+        "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2",
+        "TWITCH_REDIRECT_URI": fake_twitch.redirect_uri,
         "TWITCH_SCOPES": "chat:read,chat:edit",
-        "YT_CLIENT_ID": fake_youtube.client_id, "YT_CLIENT_SECRET": fake_youtube.client_secret,
-        "YOUTUBE_OAUTH_BASE": youtube_server.base_url, "YT_REDIRECT_URI": fake_youtube.redirect_uri,
+        "YT_CLIENT_ID": fake_youtube.client_id,
+        "YT_CLIENT_SECRET": fake_youtube.client_secret,
+        "YOUTUBE_OAUTH_BASE": youtube_server.base_url,
+        "YT_REDIRECT_URI": fake_youtube.redirect_uri,
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -66,8 +70,11 @@ def settings(archive_env, monkeypatch, fake_twitch, fake_youtube, twitch_server,
 
 async def _start(client, provider: str) -> tuple[str, str]:
     """Start a connect as the admin; returns (state, binding cookie)."""
-    response = await client.get(f"/auth/{provider}/start", headers=admin())
-    assert response.status_code == 302
+    page = await client.get(f"/auth/{provider}/start", headers=admin())  # what a browser opens: no state
+    assert page.status_code == 200 and f'action="/auth/{provider}/start"' in page.text
+    assert "set-cookie" not in page.headers
+    response = await client.post(f"/auth/{provider}/start", headers=admin())
+    assert response.status_code == 303
     query = parse_qs(urlparse(response.headers["location"]).query)
     cookie = response.cookies.get(f"rh_oauth_{provider}")
     assert cookie and "httponly" in response.headers["set-cookie"].lower()
@@ -77,12 +84,15 @@ async def _start(client, provider: str) -> tuple[str, str]:
 async def _callback(client, provider: str, state: str, code: str, cookie: str | None):
     client.cookies.clear()
     cookies = {f"rh_oauth_{provider}": cookie} if cookie else {}
-    return await client.get(f"/auth/{provider}/callback", params={"state": state, "code": code},
-                            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())})
+    return await client.get(
+        f"/auth/{provider}/callback",
+        params={"state": state, "code": code},
+        headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+    )
 
 
 async def test_twitch_connect_stores_encrypted_tokens_and_returns_no_secrets(client, engine, runtime, fake_twitch):
-    response = await client.get("/auth/twitch/start", headers=admin())
+    response = await client.post("/auth/twitch/start", headers=admin())
     location = urlparse(response.headers["location"])
     query = parse_qs(location.query)
     assert location.path.endswith("/oauth2/authorize") and query["client_id"] == [fake_twitch.client_id]
@@ -121,8 +131,11 @@ async def test_state_is_single_use_bound_to_the_browser_and_expiring(client, eng
         stale = (utcnow() - timedelta(minutes=1)).isoformat()
         rows = (await conn.execute(select(kv.c.key, kv.c.value).where(kv.c.key.like("oauth_state:twitch:%")))).all()
         for key, value in rows:
-            await conn.execute(update(kv).where(kv.c.key == key).values(
-                value=value.replace(value.split('"expires_at": "')[1].split('"')[0], stale)))
+            await conn.execute(
+                update(kv)
+                .where(kv.c.key == key)
+                .values(value=value.replace(value.split('"expires_at": "')[1].split('"')[0], stale))
+            )
     expired = await _callback(client, "twitch", state, fake_twitch.issue_authorization_code(), cookie)
     assert expired.status_code == 400 and "expired" in expired.json()["error"]
 
@@ -138,9 +151,11 @@ async def test_bad_code_and_declined_consent_are_400(client, fake_twitch):
     assert bad_code.status_code == 400 and "Invalid authorization code" in bad_code.json()["error"]
     state, cookie = await _start(client, "twitch")
     client.cookies.clear()
-    declined = await client.get("/auth/twitch/callback",
-                                params={"state": state, "error": "access_denied", "error_description": "The user denied"},
-                                headers={"Cookie": f"rh_oauth_twitch={cookie}"})
+    declined = await client.get(
+        "/auth/twitch/callback",
+        params={"state": state, "error": "access_denied", "error_description": "The user denied"},
+        headers={"Cookie": f"rh_oauth_twitch={cookie}"},
+    )
     assert declined.status_code == 400 and "denied" in declined.json()["error"]
 
 
@@ -154,7 +169,7 @@ async def test_only_admins_start_a_connect(client, role_headers):
 
 
 async def test_start_as_json_for_api_clients(client):
-    response = await client.get("/auth/twitch/start", headers={**admin(), "Accept": "application/json"})
+    response = await client.post("/auth/twitch/start", headers={**admin(), "Accept": "application/json"})
     assert response.status_code == 200
     assert response.json()["authorize_url"].startswith("http") and response.json()["expires_in"] == 600
     assert "rh_oauth_twitch" in response.cookies
@@ -177,7 +192,7 @@ async def test_twitch_refresh_rotates_the_stored_token(client, engine, runtime, 
 
 
 async def test_youtube_connect_and_refresh(client, engine, runtime, fake_youtube):
-    response = await client.get("/auth/youtube/start", headers=admin())
+    response = await client.post("/auth/youtube/start", headers=admin())
     query = parse_qs(urlparse(response.headers["location"]).query)
     assert query["access_type"] == ["offline"] and query["prompt"] == ["consent"]
     state, cookie = query["state"][0], response.cookies["rh_oauth_youtube"]
@@ -205,7 +220,7 @@ async def test_missing_client_configuration_is_400(client, runtime, monkeypatch)
     from reelhouse.archive.settings import archive_settings
 
     archive_settings(runtime.settings).twitch_client_id = ""
-    response = await client.get("/auth/twitch/start", headers=admin())
+    response = await client.post("/auth/twitch/start", headers=admin())
     assert response.status_code == 400 and "TWITCH_CLIENT_ID" in response.json()["error"]
 
 
@@ -218,13 +233,18 @@ async def test_a_browser_is_asked_for_basic_credentials_and_can_connect(client, 
     challenge = await client.get("/auth/twitch/start")
     assert challenge.status_code == 401 and challenge.headers["www-authenticate"].startswith("Basic")
     async with engine.begin() as conn:
-        await conn.execute(users.insert().values(username="boss", password_hash=hash_password("correct horse battery"),
-                                                 role="admin", created_at=utcnow()))
+        await conn.execute(
+            users.insert().values(
+                username="boss", password_hash=hash_password("correct horse battery"), role="admin", created_at=utcnow()
+            )
+        )
     basic = {"Authorization": "Basic " + base64.b64encode(b"boss:correct horse battery").decode()}
-    started = await client.get("/auth/twitch/start", headers=basic)
-    assert started.status_code == 302
+    started = await client.post("/auth/twitch/start", headers=basic)
+    assert started.status_code == 303
     state = parse_qs(urlparse(started.headers["location"]).query)["state"][0]
     # The same browser (cookie jar) follows the provider's redirect back.
-    done = await client.get("/auth/twitch/callback", params={"state": state, "code": fake_twitch.issue_authorization_code()})
+    done = await client.get(
+        "/auth/twitch/callback", params={"state": state, "code": fake_twitch.issue_authorization_code()}
+    )
     assert done.status_code == 200, done.text
     assert "rh_oauth_twitch" not in client.cookies  # spent: the callback clears it

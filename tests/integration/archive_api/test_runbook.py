@@ -15,15 +15,16 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
-from reelhouse.archive import pipeline
 from reelhouse.archive.models import chat_messages, vods
 from reelhouse.core.db.models import jobs
-
+from tests.archive_support import vod_jobs
 from tests.integration.archive_api.conftest import BASE_DATE, add_vod, admin, days
 
 # --- seed 000 (Operations & Runbook) -----------------------------------------------------------
 RESET_VOD_000 = "UPDATE vods SET processed=0, processing_error=NULL, youtube_url=NULL WHERE twitch_vod_id='...'"
-RESET_VOD_000_POSTGRES = "UPDATE vods SET processed=false, processing_error=NULL, youtube_url=NULL WHERE twitch_vod_id='...'"
+RESET_VOD_000_POSTGRES = (
+    "UPDATE vods SET processed=false, processing_error=NULL, youtube_url=NULL WHERE twitch_vod_id='...'"
+)
 CLEAR_BREAKER_000 = "DELETE FROM kv WHERE key IN ('circuit_state','circuit_failures','circuit_open_until');"
 PENDING_000 = "SELECT twitch_vod_id, processed, processing_error FROM vods ORDER BY date;"
 
@@ -106,7 +107,9 @@ REPROCESS_RECENT_001 = """
      SET processed=false, processing_error=NULL 
      WHERE created_at > NOW() - INTERVAL '24 hours';
 """
-REPROCESS_RECENT_001_SQLITE = REPROCESS_RECENT_001.replace("NOW() - INTERVAL '24 hours'", "datetime('now', '-24 hours')")
+REPROCESS_RECENT_001_SQLITE = REPROCESS_RECENT_001.replace(
+    "NOW() - INTERVAL '24 hours'", "datetime('now', '-24 hours')"
+)
 
 
 async def run_sql(engine, sql: str, vod_id: str | None = None) -> list[tuple]:
@@ -132,15 +135,28 @@ def postgres(engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-async def test_vod_runbook_sql(engine, postgres, client):
-    await add_vod(engine, "1001", date=BASE_DATE - days(3), processed=True, processing_error="yt-dlp: 503",
-                  youtube_url="https://www.youtube.com/watch?v=a")
+async def test_vod_runbook_sql(runtime, engine, postgres, client):
+    await add_vod(
+        engine,
+        "1001",
+        date=BASE_DATE - days(3),
+        processed=True,
+        processing_error="yt-dlp: 503",
+        youtube_url="https://www.youtube.com/watch?v=a",
+    )
     await add_vod(engine, "1002", date=BASE_DATE - days(2), processing_error="upload: quotaExceeded")
-    await add_vod(engine, "1003", date=BASE_DATE - days(1), download_state="failed",
-                  processing_error="yt-dlp: HTTP Error 404")
+    await add_vod(
+        engine, "1003", date=BASE_DATE - days(1), download_state="failed", processing_error="yt-dlp: HTTP Error 404"
+    )
     await add_vod(engine, "1004", date=BASE_DATE, processed=True)  # processed, never uploaded
-    await add_vod(engine, "1005", date=BASE_DATE - days(30), processed=True,
-                  youtube_url="https://www.youtube.com/watch?v=old", created_at=BASE_DATE - days(30))
+    await add_vod(
+        engine,
+        "1005",
+        date=BASE_DATE - days(30),
+        processed=True,
+        youtube_url="https://www.youtube.com/watch?v=old",
+        created_at=BASE_DATE - days(30),
+    )
 
     # Diagnosis queries.
     pending = await run_sql(engine, PENDING_000)
@@ -160,8 +176,11 @@ async def test_vod_runbook_sql(engine, postgres, client):
     # chat_messages.vod_id is not a foreign key (docs/OPERATIONS.md): the documented orphan check.
     assert await run_sql(engine, ORPHAN_CHAT) == []
     async with engine.begin() as conn:
-        await conn.execute(insert(chat_messages).values(
-            channel="c", vod_id="gone", message_id="m1", kind="message", timestamp=BASE_DATE, rel_timestamp=0.0))
+        await conn.execute(
+            insert(chat_messages).values(
+                channel="c", vod_id="gone", message_id="m1", kind="message", timestamp=BASE_DATE, rel_timestamp=0.0
+            )
+        )
     assert await run_sql(engine, ORPHAN_CHAT) == [("gone", 1)]
 
     # Force a reprocess (seed 000). As written it only works where booleans are integers.
@@ -184,10 +203,15 @@ async def test_vod_runbook_sql(engine, postgres, client):
     assert (await vod_row(engine, "1004")).processing_error == "VOD unavailable"
 
     # The pipeline honours the edits: the reset rows get jobs, the "permanently failed" one does not.
-    created = await pipeline.enqueue_pending(engine, "alpha")
+    created = await vod_jobs(runtime).enqueue_pending("alpha")
     async with engine.connect() as conn:
-        queued = set((await conn.execute(select(vods.c.twitch_vod_id).join(jobs, jobs.c.id == vods.c.job_id)
-                                         .where(jobs.c.id.in_(created)))).scalars())
+        queued = set(
+            (
+                await conn.execute(
+                    select(vods.c.twitch_vod_id).join(jobs, jobs.c.id == vods.c.job_id).where(jobs.c.id.in_(created))
+                )
+            ).scalars()
+        )
     assert queued == {"1001", "1002", "1003"}
     assert (await client.get("/vods/1004")).json()["processed"] is True
 
@@ -216,14 +240,22 @@ async def test_circuit_breaker_runbook(engine, runtime, client, reset):
     assert await runtime.breaker.allow("alpha") == (True, None)
 
 
-async def test_runbook_curl_commands(client, engine):
+async def test_runbook_curl_commands(runtime, client, engine):
     await add_vod(engine, "2001")
-    await pipeline.enqueue_vod(engine, "2001")
+    await vod_jobs(runtime).enqueue("2001")
     # curl https://vod-api.example.com/status | jq '.queue_depth'
     status = await client.get("/status")
     assert status.status_code == 200 and status.json()["queue_depth"] == 1
-    for field in ("pending", "errored", "processed", "circuit_state", "circuit_breaker", "queue_by_priority",
-                  "last_process_run", "avg_download_ms"):
+    for field in (
+        "pending",
+        "errored",
+        "processed",
+        "circuit_state",
+        "circuit_breaker",
+        "queue_by_priority",
+        "last_process_run",
+        "avg_download_ms",
+    ):
         assert field in status.json()
     # curl https://vod-api.example.com/healthz
     health = await client.get("/healthz")

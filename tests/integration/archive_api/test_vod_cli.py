@@ -18,7 +18,6 @@ from reelhouse.archive.models import vods
 from reelhouse.config import reset_settings_cache
 from reelhouse.core.db.models import tasks
 from reelhouse.core.jobs.worker import Worker, WorkerOptions
-
 from tests.fakes.helix import FakeTwitch
 from tests.fakes.server import ServedApp, serve
 from tests.integration.archive_api.conftest import add_vod
@@ -28,12 +27,14 @@ runner = CliRunner()
 
 async def vod(args: list[str], env: dict[str, str] | None = None):
     """Invoke `reelhouse vod <args>` as a fresh process would: settings read from the env again."""
+
     def invoke():
         reset_settings_cache()
         try:
             return runner.invoke(vod_app, args, env={"LOG_LEVEL": "warning", "COLUMNS": "200", **(env or {})})
         finally:
             reset_settings_cache()
+
     return await asyncio.to_thread(invoke)
 
 
@@ -53,8 +54,16 @@ async def test_add_list_cancel_retry(engine):
 
     bad = await vod(["add", "https://example.com/videos/1"])
     assert bad.exit_code == 2 and "twitch.tv/videos" in bad.output
-    no_channel = await vod(["add", "3002"], env={"TWITCH_CHANNEL": ""})
-    assert no_channel.exit_code == 1 and "--channel is required" in no_channel.output
+    unknown = await vod(["add", "3002"], env={"TWITCH_CHANNEL": ""})
+    assert unknown.exit_code == 1 and "Twitch has no VOD 3002" in unknown.output
+    no_lookup = await vod(["add", "3002"], env={"TWITCH_CHANNEL": "", "TWITCH_CLIENT_ID": ""})
+    assert no_lookup.exit_code == 1 and "pass --channel NAME" in no_lookup.output
+    # Found the way the server would: the video's owner on Twitch.
+    looked_up = await vod(["add", "771"], env={"TWITCH_CHANNEL": ""})
+    assert looked_up.exit_code == 0, looked_up.output
+    found = await vod_row(engine, "771")
+    assert found.channel == "delta" and found.title == "Delta #1" and found.date is not None
+    assert "no worker is running" in looked_up.output, "queued work nobody serves is said out loud"
 
     await add_vod(engine, "3003", processing_error="yt-dlp: HTTP Error 404")
     listed = await vod(["list"])
@@ -80,10 +89,14 @@ async def test_add_list_cancel_retry(engine):
     assert no_job.exit_code == 1 and "no job yet" in no_job.output
 
 
-async def test_add_wait_gives_up_after_timeout_without_a_worker(engine):
-    result = await vod(["add", "3101", "--wait", "--timeout", "1"])
-    assert result.exit_code == 1 and "still running after 1s" in result.output
-    assert (await vod_row(engine, "3101")).channel == "alpha"  # TWITCH_CHANNEL
+async def test_add_wait_without_a_worker_works_in_process_and_gives_up_after_timeout(engine, unused_tcp_port):
+    # Nothing listens there: the in-process download fails fast and is retried until the timeout.
+    env = {"TWITCH_VIDEO_URL_TEMPLATE": f"http://127.0.0.1:{unused_tcp_port}/{{id}}.m3u8", "TWITCH_CLIENT_ID": ""}
+    result = await vod(["add", "3101", "--wait", "--timeout", "2"], env=env)
+    assert result.exit_code == 1 and "still running after 2s" in result.output
+    assert "downloading in this process" in result.output
+    row = await vod_row(engine, "3101")
+    assert row.channel == "alpha" and row.download_retries >= 1  # TWITCH_CHANNEL; the work was tried
 
 
 async def test_channels_commands(engine):
@@ -94,6 +107,20 @@ async def test_channels_commands(engine):
     assert invalid.exit_code == 1 and "invalid Twitch channel name" in invalid.output
     listed = await vod(["channels", "list"])
     assert listed.exit_code == 0 and "gamma" in listed.output and "cli" in listed.output
+    assert "watching" in listed.output
+    paused = await vod(["channels", "pause", "gamma"])
+    assert paused.exit_code == 0 and "paused gamma" in paused.output
+    assert "paused" in (await vod(["channels", "list"])).output
+    resumed = await vod(["channels", "resume", "gamma"])
+    assert resumed.exit_code == 0 and "resumed gamma" in resumed.output
+    unknown = await vod(["channels", "pause", "nobody"])
+    assert unknown.exit_code == 1 and "not watched" in unknown.output
+    assert "vod" in listed.output  # record_mode column
+    moded = await vod(["channels", "mode", "gamma", "live"])
+    assert moded.exit_code == 0 and "record mode live" in moded.output
+    assert "live" in (await vod(["channels", "list"])).output
+    assert (await vod(["channels", "mode", "gamma", "sometimes"])).exit_code == 1
+    assert (await vod(["channels", "mode", "nobody", "both"])).exit_code == 1
     removed = await vod(["channels", "remove", "GAMMA"])
     assert removed.exit_code == 0 and "stopped watching gamma" in removed.output
     gone = await vod(["channels", "remove", "gamma"])
@@ -107,8 +134,9 @@ def fake_twitch() -> FakeTwitch:
     twitch.add_channel("delta")
     newest = datetime.now(UTC) - timedelta(hours=1)
     for index in range(3):
-        twitch.add_video("delta", title=f"Delta #{index}", created_at=newest - timedelta(days=index),
-                         video_id=f"77{index}")
+        twitch.add_video(
+            "delta", title=f"Delta #{index}", created_at=newest - timedelta(days=index), video_id=f"77{index}"
+        )
     return twitch
 
 
@@ -122,18 +150,29 @@ def twitch_server(fake_twitch) -> Iterator[ServedApp]:
 def settings(archive_env, monkeypatch, fake_twitch, twitch_server):
     from reelhouse.config import Settings
 
-    for name, value in {"TWITCH_CLIENT_ID": fake_twitch.client_id, "TWITCH_CLIENT_SECRET": fake_twitch.client_secret,
-                        "TWITCH_API_BASE": f"{twitch_server.base_url}/helix",
-                        "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2"}.items():
+    for name, value in {
+        "TWITCH_CLIENT_ID": fake_twitch.client_id,
+        "TWITCH_CLIENT_SECRET": fake_twitch.client_secret,
+        "TWITCH_API_BASE": f"{twitch_server.base_url}/helix",
+        "TWITCH_AUTH_BASE": f"{twitch_server.base_url}/oauth2",
+    }.items():
         monkeypatch.setenv(name, value)
     return Settings()
 
 
 async def test_scan_wait_follows_a_real_worker(engine, runtime):
     # The worker (this event loop) claims what the CLI (its own thread and loop) queues.
-    worker = Worker(engine, runtime.registry, WorkerOptions(
-        worker_id=f"cli-test-{os.getpid()}", concurrency=2, lease=timedelta(seconds=10), poll_interval=0.1,
-        shutdown_grace=5))
+    worker = Worker(
+        engine,
+        runtime.registry,
+        WorkerOptions(
+            worker_id=f"cli-test-{os.getpid()}",
+            concurrency=2,
+            lease=timedelta(seconds=10),
+            poll_interval=0.1,
+            shutdown_grace=5,
+        ),
+    )
     running = asyncio.create_task(worker.run())
     try:
         result = await vod(["scan", "--channel", "delta", "--wait", "--timeout", "60"])

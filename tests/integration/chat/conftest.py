@@ -18,12 +18,12 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from reelhouse.archive.twitch.chat_delivery import ChatEvent  # noqa: E402
-from reelhouse.archive.twitch.irc_client import BackoffPolicy, TwitchChatClient  # noqa: E402
+from reelhouse.archive.twitch.irc_client import TwitchChatClient, reconnect_backoff  # noqa: E402
 from tests.fakes.twitch_irc import FakeTwitchIrcServer  # noqa: E402
 
 # Short enough that reconnects take milliseconds; idle/pong stay long so that keepalive probes
 # only happen in the tests that ask for them.
-FAST_BACKOFF = BackoffPolicy(base=0.02, cap=0.2)
+FAST_BACKOFF = reconnect_backoff(base=0.02, cap=0.2)
 
 
 class EventCollector:
@@ -64,10 +64,15 @@ async def make_client(irc_server: FakeTwitchIrcServer) -> AsyncIterator[Callable
     clients: list[TwitchChatClient] = []
 
     def build(channels=("dallas",), **overrides) -> TwitchChatClient:
-        settings = dict(
-            host=irc_server.host, port=irc_server.port, backoff=FAST_BACKOFF, rng=random.Random(42),
-            connect_timeout=2.0, idle_timeout=30.0, pong_timeout=5.0,
-        )
+        settings = {
+            "host": irc_server.host,
+            "port": irc_server.port,
+            "backoff": FAST_BACKOFF,
+            "rng": random.Random(42),
+            "connect_timeout": 2.0,
+            "idle_timeout": 30.0,
+            "pong_timeout": 5.0,
+        }
         settings.update(overrides)
         client = TwitchChatClient(channels, **settings)
         clients.append(client)

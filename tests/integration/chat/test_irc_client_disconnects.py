@@ -4,12 +4,13 @@ could not be delivered lies inside a reported Gap."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from datetime import timedelta
 
 from reelhouse.archive.twitch.chat_delivery import Gap
-from reelhouse.archive.twitch.irc_client import BackoffPolicy
 from reelhouse.archive.twitch.chat_events import ChatMessage
+from reelhouse.archive.twitch.irc_client import reconnect_backoff
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
 
 CHANNELS = ["alpha", "beta", "gamma"]
@@ -25,9 +26,7 @@ async def test_five_drops_during_a_20k_burst(irc_server, make_client, collect):
 
     # 200 chunks of 100 lines with a short pause: a few thousand lines per second, so that
     # each reconnect (backoff + login + join) misses a few hundred of them.
-    burst = asyncio.create_task(
-        irc_server.broadcast_burst(TOTAL_MESSAGES, CHANNELS, lines_per_drain=100, pause=0.01)
-    )
+    burst = asyncio.create_task(irc_server.broadcast_burst(TOTAL_MESSAGES, CHANNELS, lines_per_drain=100, pause=0.01))
     for _ in range(DROPS):
         # Count progress in messages, not seconds, so a slow machine still drops mid-burst.
         mark = len(irc_server.sent)
@@ -68,7 +67,7 @@ async def test_five_drops_during_a_20k_burst(irc_server, make_client, collect):
 
 
 async def test_stop_reports_a_gap_that_never_closed(irc_server, make_client, collect):
-    client = make_client(["dallas"], backoff=BackoffPolicy(base=30.0, cap=30.0))
+    client = make_client(["dallas"], backoff=reconnect_backoff(base=30.0, cap=30.0))
     events = collect(client)
     await client.start()
     await irc_server.wait_until_joined(["dallas"])
@@ -83,17 +82,24 @@ async def test_stop_reports_a_gap_that_never_closed(irc_server, make_client, col
 
 
 async def test_reconnect_attempts_follow_the_seeded_backoff(make_client):
-    policy = BackoffPolicy(base=0.05, cap=0.4)
+    policy = reconnect_backoff(base=0.05, cap=0.4)
     schedule_rng = random.Random(99)
-    expected = [policy.delay(attempt, schedule_rng) for attempt in range(5)]
+    expected = [policy.delay(attempt, schedule_rng) for attempt in range(1, 6)]
     # Every login is refused, so each attempt is one connection and one backoff step.
     async with FakeTwitchIrcServer(accepted_tokens={"other-token"}) as server:
-        client = make_client(["dallas"], token="refused", nick="mybot", host=server.host, port=server.port,
-                             backoff=policy, rng=random.Random(99))
+        client = make_client(
+            ["dallas"],
+            token="refused",
+            nick="mybot",
+            host=server.host,
+            port=server.port,
+            backoff=policy,
+            rng=random.Random(99),
+        )
         await client.start()
         await server.wait_for_connections(6, timeout=10)
     starts = [conn.connected_at for conn in server.connections[:6]]
-    waits = [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:], strict=False)]
+    waits = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
     for waited, delay in zip(waits, expected, strict=True):
         # Lower bound: the client slept at least the drawn delay; the rest is login round trips.
         assert delay - 0.01 <= waited <= delay + 0.25

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from reelhouse.archive.twitch.chat_delivery import Gap
-from reelhouse.archive.twitch.irc_client import BackoffPolicy
 from reelhouse.archive.twitch.chat_events import (
     ChatMessage,
     ClearChat,
@@ -14,6 +13,7 @@ from reelhouse.archive.twitch.chat_events import (
     RoomState,
     UserNotice,
 )
+from reelhouse.archive.twitch.irc_client import reconnect_backoff
 from reelhouse.archive.twitch.irc_message import IrcMessage
 from tests.fakes.twitch_irc import load_corpus
 
@@ -98,7 +98,7 @@ async def test_idle_connection_is_probed_and_a_dead_one_replaced(irc_server, mak
 
 async def test_reconnect_command_reconnects_without_backoff(irc_server, make_client, collect):
     # A backoff this long would fail the test if RECONNECT went through it.
-    client = make_client(["dallas", "beta"], backoff=BackoffPolicy(base=30.0, cap=30.0))
+    client = make_client(["dallas", "beta"], backoff=reconnect_backoff(base=30.0, cap=30.0))
     events = collect(client)
     await client.start()
     first = await irc_server.wait_until_joined(["dallas", "beta"])

@@ -13,8 +13,8 @@ import asyncio
 import multiprocessing
 import uuid
 import zlib
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -35,10 +35,12 @@ def render_burst(count: int, channels: Sequence[str], start: int = 0) -> Prepare
         login = f"viewer{index % 97}"
         message_id = str(uuid.uuid4())
         text = f"burst message {index} in #{channel} PogChamp"
-        line = (f"@badge-info=;badges=;color=#1E90FF;display-name={login.capitalize()};emotes=;first-msg=0;flags=;"
-                f"id={message_id};mod=0;returning-chatter=0;room-id={rooms[channel]};subscriber=0;"
-                f"tmi-sent-ts={sent_ms};turbo=0;user-id={zlib.crc32(login.encode()) % 1_000_000_000};user-type= "
-                f":{login}!{login}@{login}.{SERVER} PRIVMSG #{channel} :{text}")
+        line = (
+            f"@badge-info=;badges=;color=#1E90FF;display-name={login.capitalize()};emotes=;first-msg=0;flags=;"
+            f"id={message_id};mod=0;returning-chatter=0;room-id={rooms[channel]};subscriber=0;"
+            f"tmi-sent-ts={sent_ms};turbo=0;user-id={zlib.crc32(login.encode()) % 1_000_000_000};user-type= "
+            f":{login}!{login}@{login}.{SERVER} PRIVMSG #{channel} :{text}"
+        )
         lines.append((message_id, channel, text, line))
     return lines
 
@@ -54,7 +56,7 @@ async def blast(server: FakeTwitchIrcServer, lines: Prepared, lines_per_drain: i
         now = datetime.now(UTC)
         live = [c for c in server.live_connections if c.welcomed]
         outgoing: dict[int, list[str]] = {c.number: [] for c in live}
-        for message_id, channel, text, line in lines[start:start + lines_per_drain]:
+        for message_id, channel, text, line in lines[start : start + lines_per_drain]:
             recipients = tuple(c.number for c in live if channel in c.joined)
             for number in recipients:
                 outgoing[number].append(line)
@@ -155,8 +157,9 @@ class IrcServerProcess:
         self._conn.send((command, args))
         return await self._recv()
 
-    async def burst(self, count: int, channels: Sequence[str], *, lines_per_drain: int = 500,
-                    drop_after: int | None = None) -> int:
+    async def burst(
+        self, count: int, channels: Sequence[str], *, lines_per_drain: int = 500, drop_after: int | None = None
+    ) -> int:
         """Send `count` PRIVMSGs round-robin; with `drop_after`, cut every connection once that
         many were sent (the rest of the burst goes to whoever is connected: at first nobody)."""
         return await self._call("burst", count, list(channels), lines_per_drain, drop_after)
@@ -165,8 +168,9 @@ class IrcServerProcess:
         """Render `count` more lines now, so sending them later costs the server nothing."""
         await self._call("prepare", count, list(channels))
 
-    async def blast(self, count: int | None = None, *, lines_per_drain: int = 500,
-                    drop_after: int | None = None) -> int:
+    async def blast(
+        self, count: int | None = None, *, lines_per_drain: int = 500, drop_after: int | None = None
+    ) -> int:
         """Send the next `count` prepared lines (all by default; see `blast()`); returns how
         many messages were sent so far."""
         return await self._call("blast", count, lines_per_drain, drop_after)

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import func, select
 
 from reelhouse.archive.chat.recorder import ChatRecorder
-from reelhouse.archive.chat.replay import iter_rows
 from reelhouse.archive.chat.writer import ChatWriter
 from reelhouse.archive.models import chat_gaps, chat_messages
-from tests.integration.chat_store.conftest import T0, make_vod, scalar, wait_for
+from reelhouse.archive.store.chat import iter_rows
 from reelhouse.archive.twitch.irc_message import parse_line
 from tests.fakes.twitch_irc import FakeTwitchIrcServer
+from tests.integration.chat_store.conftest import T0, make_vod, scalar, wait_for
 from tests.integration.chat_store.irc_process import IrcServerProcess, render_burst
 
 CHANNELS = ["alpha", "bravo", "charlie"]
@@ -78,8 +78,10 @@ async def test_200k_messages_with_5_disconnects_stored_exactly_once(engine, make
         assert [row.message_id for row in replayed] == expected
         rels = [row.rel_timestamp for row in replayed]
         assert rels == sorted(rels)
-    print(f"\n{stored} stored of {TOTAL} sent in {elapsed:.1f}s ({stored / elapsed:,.0f} msgs/s), "
-          f"{writer.batches} batches, {DROPS} drops")
+    print(
+        f"\n{stored} stored of {TOTAL} sent in {elapsed:.1f}s ({stored / elapsed:,.0f} msgs/s), "
+        f"{writer.batches} batches, {DROPS} drops"
+    )
 
 
 async def test_pre_rendered_bursts_match_the_fake_servers_own_lines():
@@ -89,7 +91,12 @@ async def test_pre_rendered_bursts_match_the_fake_servers_own_lines():
         own = parse_line(server.sent[0].line)
     rendered = parse_line(render_burst(1, ["alpha"])[0][3])
     assert list(rendered.tags) == list(own.tags)
-    assert {k: v for k, v in rendered.tags.items() if k not in ("id", "tmi-sent-ts")} == \
-        {k: v for k, v in own.tags.items() if k not in ("id", "tmi-sent-ts")}
+    assert {k: v for k, v in rendered.tags.items() if k not in ("id", "tmi-sent-ts")} == {
+        k: v for k, v in own.tags.items() if k not in ("id", "tmi-sent-ts")
+    }
     assert (rendered.command, rendered.params, rendered.trailing, rendered.prefix) == (
-        own.command, own.params, own.trailing, own.prefix)
+        own.command,
+        own.params,
+        own.trailing,
+        own.prefix,
+    )

@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
-from reelhouse.archive.catalog import insert_videos
-from reelhouse.archive.chat.api import register
 from reelhouse.archive.chat.reconcile import ReconcileRequest, choose_vod, reconcile
 from reelhouse.archive.chat.service import run_chat_service
 from reelhouse.archive.chat.settings import ChatSettings
 from reelhouse.archive.chat.writer import ChatWriter, GapRow
 from reelhouse.archive.models import chat_gaps, chat_messages, vods
+from reelhouse.archive.plugin import setup
+from reelhouse.archive.store import ChannelStore, VodStore, new_vod_row
 from reelhouse.archive.twitch.helix import HelixClient, HelixVideo
 from reelhouse.config import Settings
 from reelhouse.core.jobs.errors import PermanentError, TransientError
@@ -28,8 +28,17 @@ from tests.integration.chat_store.conftest import T0, count_messages, make_vod, 
 
 
 def video(vid: str, created_at: datetime, stream_id: str | None = None) -> HelixVideo:
-    return HelixVideo(id=vid, user_id="1", user_login="dallas", title=f"VOD {vid}", created_at=created_at,
-                      url=f"https://www.twitch.tv/videos/{vid}", duration=3600, type="archive", stream_id=stream_id)
+    return HelixVideo(
+        id=vid,
+        user_id="1",
+        user_login="dallas",
+        title=f"VOD {vid}",
+        created_at=created_at,
+        url=f"https://www.twitch.tv/videos/{vid}",
+        duration=3600,
+        type="archive",
+        stream_id=stream_id,
+    )
 
 
 def test_choose_vod_prefers_the_stream_id_then_the_closest_start():
@@ -48,8 +57,15 @@ def helix():
     fake = FakeTwitch()
     fake.add_channel("dallas")
     with serve(fake.app) as served:
-        yield fake, HelixClient(fake.client_id, fake.client_secret, api_base=f"{served.base_url}/helix",
-                                auth_base=f"{served.base_url}/oauth2")
+        yield (
+            fake,
+            HelixClient(
+                fake.client_id,
+                fake.client_secret,
+                api_base=f"{served.base_url}/helix",
+                auth_base=f"{served.base_url}/oauth2",
+            ),
+        )
 
 
 async def test_reconcile_retries_then_gives_up_after_the_window_keeping_the_chat(engine, helix):
@@ -58,12 +74,12 @@ async def test_reconcile_retries_then_gives_up_after_the_window_keeping_the_chat
     await seed_chat(engine, "live-1", [1.0, 2.0], prefix="p")
     fake.add_video("dallas", video_id="77", created_at=T0 - timedelta(hours=3))  # an older stream's VOD
     request = ReconcileRequest("live-1", "dallas", T0, T0 + timedelta(hours=1))
-    options = dict(match_window=timedelta(minutes=10), give_up_after=timedelta(hours=2))
+    options = {"match_window": timedelta(minutes=10), "give_up_after": timedelta(hours=2)}
     async with client:
         with pytest.raises(TransientError):
-            await reconcile(engine, client, request, now=T0 + timedelta(hours=2), **options)
+            await reconcile(ChannelStore(engine), client, request, now=T0 + timedelta(hours=2), **options)
         with pytest.raises(PermanentError, match="reelhouse chat reconcile live-1"):
-            await reconcile(engine, client, request, now=T0 + timedelta(hours=3, seconds=1), **options)
+            await reconcile(ChannelStore(engine), client, request, now=T0 + timedelta(hours=3, seconds=1), **options)
     assert await count_messages(engine, vod_id="live-1") == 2
     async with engine.connect() as conn:
         assert (await conn.execute(select(vods.c.is_placeholder).where(vods.c.twitch_vod_id == "live-1"))).scalar()
@@ -77,33 +93,52 @@ async def test_reconcile_keeps_the_row_discovery_made_and_moves_chat_and_gaps_on
         writer.submit_gap(GapRow("dallas", "live-1", T0, T0 + timedelta(seconds=2), "reset"))
     listed = fake.add_video("dallas", video_id="88", title="Real title", created_at=T0 + timedelta(seconds=4))
     async with client:
-        await insert_videos(engine, "dallas", [HelixVideo.model_validate(listed)])  # discovery was first
+        video = HelixVideo.model_validate(listed)
+        await VodStore(engine).insert_new(  # discovery was first
+            [new_vod_row(video.id, "dallas", title=video.title, date=video.created_at)]
+        )
         request = ReconcileRequest("live-1", "dallas", T0, T0 + timedelta(minutes=5))
-        options = dict(match_window=timedelta(minutes=10), give_up_after=timedelta(hours=1))
-        result = await reconcile(engine, client, request, **options)
+        options = {"match_window": timedelta(minutes=10), "give_up_after": timedelta(hours=1)}
+        result = await reconcile(ChannelStore(engine), client, request, **options)
         assert (result.vod_id, result.messages, result.created_vod, result.shift_seconds) == ("88", 3, False, 4.0)
-        assert await reconcile(engine, client, request, **options) is None  # a repeated run is a no-op
+        assert await reconcile(ChannelStore(engine), client, request, **options) is None  # a repeated run is a no-op
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(chat_messages.c.message_id, chat_messages.c.rel_timestamp)
-                                   .where(chat_messages.c.vod_id == "88").order_by(chat_messages.c.id))).all()
+        rows = (
+            await conn.execute(
+                select(chat_messages.c.message_id, chat_messages.c.rel_timestamp)
+                .where(chat_messages.c.vod_id == "88")
+                .order_by(chat_messages.c.id)
+            )
+        ).all()
         gap_vods = (await conn.execute(select(chat_gaps.c.vod_id))).scalars().all()
-        kept = (await conn.execute(select(vods.c.title, vods.c.is_placeholder).where(vods.c.twitch_vod_id == "88"))).one()
+        kept = (
+            await conn.execute(select(vods.c.title, vods.c.is_placeholder).where(vods.c.twitch_vod_id == "88"))
+        ).one()
         placeholder = (await conn.execute(select(vods.c.id).where(vods.c.twitch_vod_id == "live-1"))).first()
     assert [(r.message_id, r.rel_timestamp) for r in rows] == list(zip(ids, [-4.0, 6.0, 16.0], strict=True))
     assert gap_vods == ["88"] and tuple(kept) == ("Real title", False) and placeholder is None
 
 
-async def test_manual_mode_creates_its_vod_row_and_records_relative_to_vod_start(engine, irc_server, monkeypatch, tmp_path):
+async def test_manual_mode_creates_its_vod_row_and_records_relative_to_vod_start(
+    engine, irc_server, monkeypatch, tmp_path
+):
     monkeypatch.setenv("TWITCH_CHANNEL", "dallas")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     runtime = build_runtime(Settings(), engine=engine, load_domains=False)
     vod_start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-    chat = ChatSettings(vod_id="manual-1", vod_start=vod_start, irc_host=irc_server.host, irc_port=irc_server.port,
-                        irc_tls=False, flush_interval_ms=50)
-    register(runtime, chat)
-    assert run_chat_service in runtime.services  # configured, so `serve` starts it
+    chat = ChatSettings(
+        vod_id="manual-1",
+        vod_start=vod_start,
+        irc_host=irc_server.host,
+        irc_port=irc_server.port,
+        irc_tls=False,
+        flush_interval_ms=50,
+    )
+    domain = setup(runtime, chat_settings=chat)
+    assert "record_chat" in [s.__name__ for s in runtime.services]  # configured, so `serve` starts it
     stop = asyncio.Event()
-    service = asyncio.create_task(run_chat_service(runtime, stop))
+    assert domain.services.chat is not None
+    service = asyncio.create_task(run_chat_service(domain.services.chat, stop))
     await irc_server.wait_until_joined(["dallas"], timeout=10)
     sent = [await irc_server.send_privmsg("dallas", f"hello {i}") for i in range(5)]
     await wait_until_stored(engine, "manual-1", 5)
@@ -113,8 +148,14 @@ async def test_manual_mode_creates_its_vod_row_and_records_relative_to_vod_start
         vod = (await conn.execute(select(vods).where(vods.c.twitch_vod_id == "manual-1"))).one()
         rows = (await conn.execute(select(chat_messages).order_by(chat_messages.c.id))).all()
         # The runbook's health query (seed 001) works as written.
-        runbook = (await conn.execute(text("SELECT vod_id, COUNT(*), MAX(timestamp) FROM chat_messages "
-                                           "GROUP BY vod_id ORDER BY MAX(timestamp) DESC LIMIT 5"))).all()
+        runbook = (
+            await conn.execute(
+                text(
+                    "SELECT vod_id, COUNT(*), MAX(timestamp) FROM chat_messages "
+                    "GROUP BY vod_id ORDER BY MAX(timestamp) DESC LIMIT 5"
+                )
+            )
+        ).all()
     assert (vod.channel, vod.date, vod.is_placeholder) == ("dallas", vod_start, False)
     assert [r.message_id for r in rows] == [m.message_id for m in sent]
     for row, message in zip(rows, sent, strict=True):
@@ -126,8 +167,8 @@ async def test_manual_mode_creates_its_vod_row_and_records_relative_to_vod_start
 def test_register_starts_no_recorder_when_chat_is_not_configured(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     runtime = build_runtime(Settings(), load_domains=False)
-    register(runtime, ChatSettings())
-    assert run_chat_service not in runtime.services
+    setup(runtime, chat_settings=ChatSettings())
+    assert "record_chat" not in [s.__name__ for s in runtime.services]
     assert "chat.reconcile" in runtime.registry
 
 
@@ -137,9 +178,16 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
 
 async def test_metrics_are_moved_by_recording(engine, irc_server, make_client):
     await make_vod(engine, "v1", channel="metricsch")
-    before = {name: sample(name, labels) for name, labels in [
-        ("chat_messages_recorded_total", {"channel": "metricsch"}), ("chat_reconnections_total", None),
-        ("chat_messages_late_total", None), ("chat_batch_write_seconds_count", None), ("chat_gaps_total", {"channel": "metricsch"})]}
+    before = {
+        name: sample(name, labels)
+        for name, labels in [
+            ("chat_messages_recorded_total", {"channel": "metricsch"}),
+            ("chat_reconnections_total", None),
+            ("chat_messages_late_total", None),
+            ("chat_batch_write_seconds_count", None),
+            ("chat_gaps_total", {"channel": "metricsch"}),
+        ]
+    }
     client = make_client(["metricsch"])
     writer = ChatWriter(engine, flush_interval=0.05, late_after=0.0)  # every row counts as late
     _, running = await start_recording(client, writer, "metricsch", "v1")
@@ -153,9 +201,16 @@ async def test_metrics_are_moved_by_recording(engine, irc_server, make_client):
     await client.stop()
     await running
     await writer.stop()
-    delta = {name: sample(name, labels) - before[name] for name, labels in [
-        ("chat_messages_recorded_total", {"channel": "metricsch"}), ("chat_reconnections_total", None),
-        ("chat_messages_late_total", None), ("chat_batch_write_seconds_count", None), ("chat_gaps_total", {"channel": "metricsch"})]}
+    delta = {
+        name: sample(name, labels) - before[name]
+        for name, labels in [
+            ("chat_messages_recorded_total", {"channel": "metricsch"}),
+            ("chat_reconnections_total", None),
+            ("chat_messages_late_total", None),
+            ("chat_batch_write_seconds_count", None),
+            ("chat_gaps_total", {"channel": "metricsch"}),
+        ]
+    }
     assert delta["chat_messages_recorded_total"] == 11 and delta["chat_messages_late_total"] == 11
     assert delta["chat_reconnections_total"] == 1 and delta["chat_gaps_total"] == 1
     assert delta["chat_batch_write_seconds_count"] >= 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from reelhouse.core.db.models import jobs, tasks
@@ -22,8 +21,10 @@ async def test_submit_rejects_bad_requests_with_a_message(client, domain):
         ({"source_key": "inputs/clip.mp4", "preset": "warp9"}, 400, "unknown preset 'warp9'"),
         ({"source_key": "inputs/clip.mp4", "output_prefix": "a/../b"}, 400, "output_prefix"),
         ({"source_key": "inputs/clip.mp4", "output_prefix": "job-7"}, 400, "reserved"),
-        ({"source_key": "inputs/clip.mp4", "profiles": ["hls-default", "mp4-720p"]}, 400, "one profile per job"),
-        ({"source_key": "inputs/clip.mp4", "colour": "blue"}, 400, "colour"),
+        ({"source_key": "inputs/clip.mp4", "profiles": ["hls-default", "hls-default"]}, 400, "each profile once"),
+        ({"source_key": "inputs/clip.mp4", "profile": "hls-default", "profiles": ["mp4-720p"]}, 400, "not both"),
+        ({"source_key": "inputs/clip.mp4", "profiles": []}, 400, "non-empty"),
+        ({"source_key": "inputs/clip.mp4", "colour": "blue"}, 422, "colour"),
     ]
     for body, status, message in cases:
         response = await client.post("/v1/jobs", json=body)
@@ -71,15 +72,22 @@ async def test_uploads_over_max_upload_bytes_get_413_and_leave_nothing(client, d
 
     # Without a usable Content-Length the limit is enforced while the body streams.
     boundary = "rhboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n"
-            f"Content-Type: video/mp4\r\n\r\n").encode() + big + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + big
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
     async def chunked():
         for start in range(0, len(body), 8192):
-            yield body[start:start + 8192]
+            yield body[start : start + 8192]
 
-    streamed = await client.post("/v1/jobs", content=chunked(),
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    streamed = await client.post(
+        "/v1/jobs", content=chunked(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert streamed.status_code == 413, streamed.text
     assert [key async for key in _keys(domain, "")] == []
     root = domain.service.settings.scratch_dir(settings.server.data_dir)
@@ -104,8 +112,12 @@ async def test_profiles_api_validates_and_guards_builtins(client, runtime):
     assert {"hls-default", "mp4-720p", "mp4-1080p"} <= {p["name"] for p in listed}
     assert all(p["builtin"] for p in listed)
 
-    profile = {"name": "tiny", "kind": "hls", "segment_seconds": 2, "renditions": [
-        {"name": "240p", "width": 426, "height": 240, "video_bitrate": "400k", "preset": "ultrafast"}]}
+    profile = {
+        "name": "tiny",
+        "kind": "hls",
+        "segment_seconds": 2,
+        "renditions": [{"name": "240p", "width": 426, "height": 240, "video_bitrate": "400k", "preset": "ultrafast"}],
+    }
     operator = await user_headers(runtime, "operator")
     assert (await client.post("/v1/profiles", json=profile, headers=operator)).status_code == 403
     created = await client.post("/v1/profiles", json=profile)
@@ -159,12 +171,13 @@ async def test_media_route_serves_only_encode_outputs_with_types_and_ranges(clie
 
 
 async def test_signed_links_open_one_prefix_until_they_expire(client, runtime, domain):
+    from reelhouse.core.security.audit import master_keys_of
     from reelhouse.encode.media import link_secret, make_token
 
     storage = domain.service.storage()
     await storage.put("encodes/job-1/720p/index.m3u8", b"#EXTM3U\n")
     await storage.put("encodes/job-2/720p/index.m3u8", b"#EXTM3U\n")
-    secret = link_secret(runtime.settings.security.master_encryption_key)
+    secret = link_secret(master_keys_of(runtime.engine))
     token = make_token(secret, "encodes/job-1", 4_000_000_000)
     key = "encodes/job-1/720p/index.m3u8"
     anonymous = {"Authorization": ""}
@@ -176,10 +189,12 @@ async def test_signed_links_open_one_prefix_until_they_expire(client, runtime, d
 
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     expired = make_token(secret, "encodes/job-1", 1_000)
-    for bad_token, bad_key, reason in ((tampered, key, "signature"),
-                                       (token, "encodes/job-2/720p/index.m3u8", "signature"),
-                                       (expired, key, "expired"),
-                                       (token, "encodes/job-1", "does not cover")):
+    for bad_token, bad_key, reason in (
+        (tampered, key, "signature"),
+        (token, "encodes/job-2/720p/index.m3u8", "signature"),
+        (expired, key, "expired"),
+        (token, "encodes/job-1", "does not cover"),
+    ):
         refused = await client.get(f"/media/signed/{bad_token}/{bad_key}", headers=anonymous)
         assert refused.status_code == 403 and reason in refused.json()["error"], (bad_key, refused.text)
 
@@ -198,8 +213,11 @@ async def test_outputs_view_explains_a_job_without_outputs(client, domain):
 
 async def test_every_encode_route_needs_credentials_except_signed_media(client, runtime):
     # The route table (OpenAPI) is the list: a route added later is covered without editing this.
-    mine = {path: ops for path, ops in client._transport.app.openapi()["paths"].items()
-            if path.startswith(("/v1/jobs", "/v1/assets", "/v1/profiles", "/media"))}
+    mine = {
+        path: ops
+        for path, ops in client._transport.app.openapi()["paths"].items()
+        if path.startswith(("/v1/jobs", "/v1/assets", "/v1/profiles", "/media"))
+    }
     assert {"/v1/assets/{asset_id}", "/v1/profiles/{name}", "/media/{key}"} <= set(mine)
     viewer = await user_headers(runtime, "viewer")
     for path, ops in mine.items():
@@ -212,3 +230,13 @@ async def test_every_encode_route_needs_credentials_except_signed_media(client, 
             if method.upper() in ("POST", "PUT", "DELETE"):
                 as_viewer = await client.request(method.upper(), url, json={}, headers=viewer)
                 assert as_viewer.status_code == 403, f"viewer {method} {path} -> {as_viewer.status_code}"
+
+
+async def test_signed_playback_links_are_absolute_under_public_base_url(runtime, domain, monkeypatch):
+    from reelhouse.encode.media import playback_link
+
+    path, _ = playback_link(domain.service, "encodes/job-9", "encodes/job-9/master.m3u8")
+    assert path.startswith("/media/signed/"), "without PUBLIC_BASE_URL: a path on this server"
+    monkeypatch.setattr(runtime.settings.server, "public_base_url", "https://media.example.org/")
+    url, _ = playback_link(domain.service, "encodes/job-9", "encodes/job-9/master.m3u8")
+    assert url.startswith("https://media.example.org/media/signed/") and url.endswith("/master.m3u8")

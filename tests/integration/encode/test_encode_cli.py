@@ -35,20 +35,32 @@ def restore_logging() -> Iterator[None]:
     root.handlers, root.level = handlers, level
 
 
-def test_cli_encodes_a_local_file_in_process_and_prints_the_renditions(settings, clip_480p, restore_logging):
+def test_cli_encodes_a_local_file_in_process_and_prints_the_renditions(settings, clip_480p, restore_logging, tmp_path):
     reset_settings_cache()
     runner = CliRunner()
-    result = runner.invoke(root_app(), ["encode", str(clip_480p), "--preset", "ultrafast", "--output-prefix",
-                                        "cli/one", "--work", "--poll", "0.1"])
+    # No worker is running: the command encodes in this process, with its progress bar.
+    result = runner.invoke(
+        root_app(), ["encode", str(clip_480p), "--preset", "ultrafast", "--output-prefix", "cli/one", "--poll", "0.1"]
+    )
     assert result.exit_code == 0, result.output
+    assert "no worker is running: encoding in this process" in result.output
     assert "job 1 queued: encode.probe (profile hls-default, output encodes/cli/one/)" in result.output
-    assert "encodes/cli/one/master.m3u8" in result.output and "/media/encodes/cli/one/master.m3u8" in result.output
+    # Outputs live in the publishing run's scope (fencing: run-<fence>/ under the prefix).
+    assert "encodes/cli/one/run-1/master.m3u8" in result.output
+    assert "/media/encodes/cli/one/run-1/master.m3u8" in result.output
     for line in ("480p", "854x480", "360p", "640x360", "avc1."):
         assert line in result.output, result.output
 
-    # Without --wait it only queues; a bad source or profile is an error with exit code 2.
-    queued = runner.invoke(root_app(), ["encode", "encodes/cli/one/480p/seg_00000.ts", "--profile", "mp4-720p"])
+    # --no-wait only queues, and says nobody will run it; a bad source or profile exits 2.
+    queued = runner.invoke(
+        root_app(), ["encode", "encodes/cli/one/run-1/480p/seg_00000.ts", "--profile", "mp4-720p", "--no-wait"]
+    )
     assert queued.exit_code == 0 and "job 2 queued: encode.probe" in queued.output, queued.output
+    assert "no worker is running" in queued.output and "reelhouse worker" in queued.output
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)
+    broken = runner.invoke(root_app(), ["encode", str(corrupt), "--poll", "0.1"])
+    assert broken.exit_code == 1 and "failed" in broken.output, broken.output
     missing = runner.invoke(root_app(), ["encode", "no/such/thing.mp4"])
     assert missing.exit_code == 2 and "not an http(s) URL, a local file, or a key in storage" in missing.output
     unknown = runner.invoke(root_app(), ["encode", str(clip_480p), "--profile", "nope"])

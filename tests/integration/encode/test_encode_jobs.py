@@ -14,18 +14,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_fixtures import ffprobe_json, make_garbage_header_file, make_partial_mp4
 from sqlalchemy import select
 
+from media_fixtures import ffprobe_json, make_garbage_header_file, make_partial_mp4
 from reelhouse.core.db.models import metadata
 from reelhouse.encode.models import assets
 from tests.integration.encode.conftest import scratch_leftovers, storage_keys, wait_for_job
 
 SMALL_PROFILE = {
-    "name": "small-pair", "kind": "hls", "segment_seconds": 2,
+    "name": "small-pair",
+    "kind": "hls",
+    "segment_seconds": 2,
     "renditions": [
-        {"name": "240p", "width": 426, "height": 240, "video_bitrate": "400k", "audio_bitrate": "64k", "preset": "ultrafast"},
-        {"name": "144p", "width": 256, "height": 144, "video_bitrate": "150k", "audio_bitrate": "48k", "preset": "ultrafast"},
+        {
+            "name": "240p",
+            "width": 426,
+            "height": 240,
+            "video_bitrate": "400k",
+            "audio_bitrate": "64k",
+            "preset": "ultrafast",
+        },
+        {
+            "name": "144p",
+            "width": 256,
+            "height": 144,
+            "video_bitrate": "150k",
+            "audio_bitrate": "48k",
+            "preset": "ultrafast",
+        },
     ],
 }
 
@@ -40,7 +56,11 @@ async def test_corrupt_upload_fails_permanently_naming_the_problem(client, domai
     assert "corrupt or unreadable input" in job["error"] and source_key in job["error"], job["error"]
     (probe,) = job["tasks"]
     assert probe["status"] == "failed" and probe["attempts"] == 1 and probe["error_class"] == "permanent"
-    assert (await client.get(f"/v1/jobs/{job['id']}/outputs")).json()["error"].startswith(f"job {job['id']} has no outputs (status failed: corrupt")
+    assert (
+        (await client.get(f"/v1/jobs/{job['id']}/outputs"))
+        .json()["error"]
+        .startswith(f"job {job['id']} has no outputs (status failed: corrupt")
+    )
     async with domain.service.engine.connect() as conn:
         assert (await conn.execute(select(assets.c.id))).all() == []
     assert scratch_leftovers(domain, settings) == []
@@ -61,8 +81,9 @@ async def test_input_that_breaks_mid_decode_fails_and_removes_its_outputs(client
     assert await storage_keys(domain, asset["output_prefix"]) == []
 
 
-async def test_custom_profile_created_through_the_api_is_what_gets_encoded(client, domain, encode_worker, clip_480p,
-                                                                           tmp_path):
+async def test_custom_profile_created_through_the_api_is_what_gets_encoded(
+    client, domain, encode_worker, clip_480p, tmp_path
+):
     assert (await client.post("/v1/profiles", json=SMALL_PROFILE)).status_code == 201
     await domain.service.storage().put("inputs/480p.mp4", clip_480p)
     created = await client.post("/v1/jobs", json={"source_key": "inputs/480p.mp4", "profile": "small-pair"})
@@ -75,7 +96,10 @@ async def test_custom_profile_created_through_the_api_is_what_gets_encoded(clien
     asset = (await client.get(f"/v1/jobs/{job['id']}/outputs")).json()
     assert asset["profile"] == "small-pair"
     # Heights are the profile's; widths follow the 854x480 source's aspect, rounded to even.
-    assert [(r["name"], r["width"], r["height"]) for r in asset["renditions"]] == [("240p", 428, 240), ("144p", 256, 144)]
+    assert [(r["name"], r["width"], r["height"]) for r in asset["renditions"]] == [
+        ("240p", 428, 240),
+        ("144p", 256, 144),
+    ]
     # BANDWIDTH follows the profile's rates (ffmpeg adds its own margin on top of them).
     for rung, (video, audio) in zip(asset["renditions"], [(400_000, 64_000), (150_000, 48_000)], strict=True):
         assert video + audio <= rung["bandwidth"] <= 1.2 * (video * 1.07 + audio), rung
@@ -86,7 +110,9 @@ async def test_custom_profile_created_through_the_api_is_what_gets_encoded(clien
         segment = await client.get(rung["url"].rsplit("/", 1)[0] + "/seg_00000.ts")
         (tmp_path / "seg.ts").write_bytes(segment.content)
         streams = ffprobe_json(tmp_path / "seg.ts", "-show_streams")["streams"]
-        assert [(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"] == [(rung["width"], rung["height"])]
+        assert [(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"] == [
+            (rung["width"], rung["height"])
+        ]
 
 
 @contextlib.contextmanager
@@ -109,8 +135,9 @@ async def test_url_source_is_fetched_with_ytdlp_and_encoded_to_mp4(client, domai
     shutil.copy(clip_480p, served / "talk.mp4")
     with file_server(served) as base:
         missing = await client.post("/v1/jobs", json={"source_url": f"{base}/nope.mp4", "profile": "mp4-720p"})
-        created = await client.post("/v1/jobs", json={"source_url": f"{base}/talk.mp4", "profile": "mp4-720p",
-                                                      "preset": "ultrafast"})
+        created = await client.post(
+            "/v1/jobs", json={"source_url": f"{base}/talk.mp4", "profile": "mp4-720p", "preset": "ultrafast"}
+        )
         assert created.status_code == 201 and created.json()["first_task"] == "encode.fetch"
         job = await wait_for_job(client, created.json()["job_id"])
         failed = await wait_for_job(client, missing.json()["job_id"])
@@ -129,7 +156,9 @@ async def test_url_source_is_fetched_with_ytdlp_and_encoded_to_mp4(client, domai
     assert head.status_code == 206 and head.content[4:8] == b"ftyp"  # faststart MP4 starts with ftyp
     whole = await client.get(rung["url"])
     (tmp_path / "out.mp4").write_bytes(whole.content)
-    assert float(ffprobe_json(tmp_path / "out.mp4", "-show_format")["format"]["duration"]) == pytest.approx(3.0, abs=0.1)
+    assert float(ffprobe_json(tmp_path / "out.mp4", "-show_format")["format"]["duration"]) == pytest.approx(
+        3.0, abs=0.1
+    )
 
     assert failed["status"] == "failed" and "HTTP Error 404" in failed["error"], failed["error"]
     assert [t["attempts"] for t in failed["tasks"]] == [1]
@@ -143,7 +172,7 @@ async def test_cancel_of_a_queued_job_then_retry_completes(client, domain, runti
     assert cancelled.json()["tasks"] == [{"task_id": created.json()["task_id"], "status": "cancelled"}]
     assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
     assert (await client.post(f"/v1/jobs/{job_id}/retry")).status_code == 200
-    assert (await client.get(f"/v1/jobs", params={"kind": "encode", "status": "queued"})).json()[0]["id"] == job_id
+    assert (await client.get("/v1/jobs", params={"kind": "encode", "status": "queued"})).json()[0]["id"] == str(job_id)
 
     from reelhouse.core.jobs.worker import Worker, WorkerOptions
     from reelhouse.encode.pipeline import ENCODE_KINDS
@@ -159,29 +188,48 @@ async def test_cancel_of_a_queued_job_then_retry_completes(client, domain, runti
     assert (await client.get(f"/v1/jobs/{job_id}/outputs")).json()["status"] == "ready"
 
 
-async def test_metrics_and_status_report_encode_jobs(client, domain, encode_worker, clip_480p, tmp_path):
+async def test_metrics_and_status_report_encode_jobs(client, domain, runtime, encode_worker, clip_480p, tmp_path):
+    from reelhouse.encode.services import EncodeServices
+
     await domain.service.storage().put("inputs/480p.mp4", clip_480p)
     before = await client.get("/metrics")
-    created = await client.post("/v1/jobs", json={"source_key": "inputs/480p.mp4", "preset": "ultrafast",
-                                                  "profile": "mp4-720p"})
+    created = await client.post(
+        "/v1/jobs", json={"source_key": "inputs/480p.mp4", "preset": "ultrafast", "profile": "mp4-720p"}
+    )
     await wait_for_job(client, created.json()["job_id"])
+    await runtime.component(EncodeServices).events.poll()  # what `serve`'s event feed does every second
     body = (await client.get("/metrics")).text
-    assert 'webencode_jobs{status="completed"} 1.0' in body
-    assert 'webencode_jobs{status="queued"} 0.0' in body
+    for sample in (
+        'webencode_job_status_changes_total{status="completed"}',
+        'webencode_worker_tasks_total{kind="encode.transcode",outcome="succeeded",worker_id="encode-test-worker"}',
+        'webencode_worker_tasks_total{kind="encode.probe",outcome="succeeded",worker_id="encode-test-worker"}',
+    ):
+        assert _sample(body, sample) == _sample(before.text, sample) + 1, sample
+    assert "# TYPE webencode_errors_total counter" in body
+    assert 'webencode_jobs_total{status="completed"} 1.0' in body
+    assert 'webencode_jobs_total{status="queued"} 0.0' in body
     assert "webencode_tasks_processing 0.0" in body
     assert 'webencode_assets{status="ready"} 1.0' in body
-    assert _sample(body, 'webencode_jobs_created_total{source="key"}') == _sample(before.text, 'webencode_jobs_created_total{source="key"}') + 1
+    assert (
+        _sample(body, 'webencode_jobs_created_total{source="key"}')
+        == _sample(before.text, 'webencode_jobs_created_total{source="key"}') + 1
+    )
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool (Debian package prometheus) is required")
     (tmp_path / "metrics.txt").write_text(body)
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
     problems = [line for line in (checked.stdout + checked.stderr).splitlines() if "webencode" in line]
-    assert problems == [], problems
+    assert problems == [RUNBOOK_GAUGE_LINT], problems
 
     status = (await client.get("/status")).json()["encode"]
     assert status["jobs"]["completed"] == 1 and status["tasks_processing"] == 0
     assert status["assets"] == {"ready": 1} and status["workers_healthy"] == 1
+
+
+# Seed 002 names its gauge of jobs by status `webencode_jobs_total`; the operators' alert works
+# as written, at the price of this one promtool lint note (encode/metrics.py).
+RUNBOOK_GAUGE_LINT = 'webencode_jobs_total non-counter metrics should not have "_total" suffix'
 
 
 def _sample(body: str, name: str) -> float:
@@ -197,8 +245,11 @@ async def test_encode_migration_matches_the_table_definitions(runtime):
 
     def diff(sync_conn):
         context = MigrationContext.configure(sync_conn)
-        return [d for d in compare_metadata(context, metadata)
-                if any(name in repr(d) for name in ("'profiles'", "'assets'", "'renditions'"))]
+        return [
+            d
+            for d in compare_metadata(context, metadata)
+            if any(name in repr(d) for name in ("'profiles'", "'assets'", "'renditions'"))
+        ]
 
     async with runtime.engine.connect() as conn:
         assert await conn.run_sync(diff) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+import httpx
 import pytest
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
@@ -13,7 +14,6 @@ from reelhouse.core.db.models import tasks
 from reelhouse.core.jobs.queue import TaskQueue
 from reelhouse.core.security.http_auth import require_operator
 from reelhouse.core.security.users import create_api_token, create_user
-
 from tests.integration.http.conftest import ADMIN_TOKEN, admin_headers
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -25,7 +25,10 @@ async def test_healthz_and_friends(client):
     health = (await client.get("/health")).json()
     assert health["status"] == "ok" and "timestamp" in health
     assert (await client.get("/v1/health")).json()["status"] == "ok"
-    assert (await client.get("/readyz")).json() == {"status": "ready"}
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ready" and "failed_check" not in ready
+    # Missing credentials are said, without making the server unready (it can still encode).
+    assert any("TWITCH_CLIENT_ID" in warning for warning in ready["warnings"])
 
 
 async def test_healthz_reports_503_when_database_is_gone(client, runtime, tmp_path):
@@ -41,8 +44,12 @@ async def test_healthz_reports_503_when_database_is_gone(client, runtime, tmp_pa
 
 async def test_every_mutating_route_rejects_anonymous_callers(app, client):
     # The OpenAPI document is the route table: every route FastAPI serves is in it.
-    mutations = [(method.upper(), path) for path, ops in app.openapi()["paths"].items()
-                 for method in ops if method.upper() in MUTATING]
+    mutations = [
+        (method.upper(), path)
+        for path, ops in app.openapi()["paths"].items()
+        for method in ops
+        if method.upper() in MUTATING
+    ]
     assert len(mutations) >= 7  # the walk must actually cover the API
     for method, template in mutations:
         path = re.sub(r"\{[^}]+\}", "1", template)
@@ -60,7 +67,7 @@ async def test_roles_are_enforced(client, runtime):
     forbidden = await client.post(f"/v1/jobs/{enq.job_id}/cancel", headers=headers)
     assert forbidden.status_code == 403 and "operator" in forbidden.json()["error"]
     allowed = await client.post(f"/v1/jobs/{enq.job_id}/cancel", headers=admin_headers())
-    assert allowed.status_code == 202
+    assert allowed.status_code == 200 and allowed.json()["status"] == "cancelled"
     bad = await client.get("/v1/jobs", headers={"Authorization": "Bearer rh_not-a-token"})
     assert bad.status_code == 401
     assert (await client.get("/v1/jobs", headers={"X-Admin-Token": ADMIN_TOKEN})).status_code == 200
@@ -72,8 +79,10 @@ async def test_login_issues_token_and_is_rate_limited(client, runtime):
     assert ok.status_code == 200 and ok.json()["role"] == "operator"
     me = await client.get("/v1/me", headers={"Authorization": f"Bearer {ok.json()['token']}"})
     assert me.json()["name"] == "alice"
-    statuses = [(await client.post("/auth/login", json={"username": "alice", "password": "wrong-password"})).status_code
-                for _ in range(6)]
+    statuses = [
+        (await client.post("/auth/login", json={"username": "alice", "password": "wrong-password"})).status_code
+        for _ in range(6)
+    ]
     assert statuses[:4] == [401] * 4 and statuses[-1] == 429
 
 
@@ -137,3 +146,37 @@ async def test_correlation_id_reaches_enqueued_task_and_its_logs(settings, runti
         await runner
     assert seen == ["corr-abc-123"]
     assert [r.corr for r in caplog.records if r.getMessage() == "echo ran"] == ["corr-abc-123"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CORS_PERMISSIVE": "1"}, "*"),
+        ({"ENV": "development"}, "*"),
+        ({"ENV": "production"}, None),
+        ({}, None),  # unlike vod-tender, an unset ENV is not development
+        ({"ENV": "dev", "CORS_ALLOWED_ORIGINS": "https://ui.example"}, None),
+        ({"CORS_PERMISSIVE": "0", "ENV": "dev"}, None),
+    ],
+)
+async def test_cors_permissive_mode(monkeypatch, tmp_path, env, expected):
+    monkeypatch.delenv("ENV", raising=False)
+    monkeypatch.delenv("CORS_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.delenv("CORS_PERMISSIVE", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from reelhouse.app import create_app
+    from reelhouse.config import Settings
+    from reelhouse.core.runtime import build_runtime
+
+    settings = Settings()
+    runtime = build_runtime(settings, load_domains=False)
+    app = create_app(settings, runtime=runtime, background=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.options(
+            "/v1/jobs", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}
+        )
+    await runtime.engine.dispose()
+    assert response.headers.get("access-control-allow-origin") == expected

@@ -11,16 +11,30 @@ from sqlalchemy import text
 from reelhouse.core.db.engine import create_engine
 from reelhouse.core.jobs.queue import TaskQueue
 from reelhouse.core.security import audit
+from reelhouse.core.security.keys import MasterKeys
 
 
 def reelhouse(db_url: str, tmp_path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": db_url, "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "warning"}
-    return subprocess.run([sys.executable, "-m", "reelhouse.cli", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "reelhouse.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def keyed_engine(db_url: str, tmp_path):
+    """An engine whose audit appends use the same master key as the CLI (DATA_DIR's key file)."""
+    engine = create_engine(db_url)
+    audit.bind_master_keys(engine, MasterKeys(object(), tmp_path / "data"))
+    return engine
 
 
 async def test_audit_verify_names_the_tampered_row(db_url, tmp_path):
-    engine = create_engine(db_url)
+    engine = keyed_engine(db_url, tmp_path)
     ids = [await audit.append(engine, "alice", "vault.release", f"plan:{i}", {"n": i}) for i in range(5)]
     ok = reelhouse(db_url, tmp_path, "admin", "audit", "verify")
     assert ok.returncode == 0, ok.stderr
@@ -39,8 +53,9 @@ async def test_audit_verify_names_the_tampered_row(db_url, tmp_path):
 
 
 async def test_create_user_and_job_commands(db_url, tmp_path):
-    created = reelhouse(db_url, tmp_path, "admin", "create-user", "ops", "--role", "operator",
-                        stdin="a long enough password\n")
+    created = reelhouse(
+        db_url, tmp_path, "admin", "create-user", "ops", "--role", "operator", stdin="a long enough password\n"
+    )
     assert created.returncode == 0, created.stderr
     duplicate = reelhouse(db_url, tmp_path, "admin", "create-user", "ops", stdin="another password\n")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
@@ -60,13 +75,20 @@ async def test_create_user_and_job_commands(db_url, tmp_path):
 
 
 def test_invalid_config_stops_startup_naming_the_variable(tmp_path):
+    missing = reelhouse(f"sqlite:///{tmp_path}/x.db", tmp_path, "status")
+    assert missing.returncode == 2 and "no database at" in missing.stderr and "reelhouse migrate" in missing.stderr
+    assert not (tmp_path / "x.db").exists(), "a command other than migrate/serve never creates a database"
+    assert reelhouse(f"sqlite:///{tmp_path}/x.db", tmp_path, "migrate").returncode == 0
     result = reelhouse(f"sqlite:///{tmp_path}/x.db", tmp_path, "status")
     assert result.returncode == 0, result.stderr  # sqlite:// is translated, not rejected
+    assert "database: SQLite" in result.stderr and '"queue_depth"' in result.stdout  # /status's summary
     env_bad = {**os.environ, "CIRCUIT_OPEN_COOLDOWN": "five minutes", "DATA_DIR": str(tmp_path)}
-    bad = subprocess.run([sys.executable, "-m", "reelhouse.cli", "status"], env=env_bad,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "reelhouse.cli", "status"], env=env_bad, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "CIRCUIT_OPEN_COOLDOWN" in bad.stderr
     env_url = {**os.environ, "DATABASE_URL": "mysql://x", "DATA_DIR": str(tmp_path)}
-    bad_url = subprocess.run([sys.executable, "-m", "reelhouse.cli", "status"], env=env_url,
-                             capture_output=True, text=True, timeout=60)
+    bad_url = subprocess.run(
+        [sys.executable, "-m", "reelhouse.cli", "status"], env=env_url, capture_output=True, text=True, timeout=60
+    )
     assert bad_url.returncode == 2 and "DATABASE_URL" in bad_url.stderr

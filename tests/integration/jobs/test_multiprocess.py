@@ -23,15 +23,25 @@ WORKER_SCRIPT = Path(__file__).with_name("worker_process.py")
 
 async def create_execution_log(engine) -> None:
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "CREATE TABLE execution_log (task_id BIGINT NOT NULL UNIQUE, worker VARCHAR(64) NOT NULL)"
-        ))
+        await conn.execute(
+            text("CREATE TABLE execution_log (task_id BIGINT NOT NULL UNIQUE, worker VARCHAR(64) NOT NULL)")
+        )
 
 
-def start_worker(url: str, worker_id: str, lease: float = 30, concurrency: int = 4) -> subprocess.Popen:
+def start_worker(
+    url: str,
+    worker_id: str,
+    lease: float = 30,
+    concurrency: int = 4,
+    clock_offset: float = 0.0,
+    kinds: list[str] | None = None,
+) -> subprocess.Popen:
+    extra = [",".join(kinds)] if kinds else []
     return subprocess.Popen(
-        [sys.executable, str(WORKER_SCRIPT), url, worker_id, str(lease), str(concurrency)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(WORKER_SCRIPT), url, worker_id, str(lease), str(concurrency), str(clock_offset), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -126,9 +136,11 @@ async def test_sigkilled_worker_task_is_rerun_once_after_lease_expiry(db_url):
     assert errors == []
     async with engine.connect() as conn:
         rows = (await conn.execute(text("SELECT task_id, worker FROM execution_log"))).all()
-        attempts = (await conn.execute(select(tasks.c.attempts).where(tasks.c.id == enq.task_id))).scalar_one()
+        attempts, lost = (
+            await conn.execute(select(tasks.c.attempts, tasks.c.lost_attempts).where(tasks.c.id == enq.task_id))
+        ).one()
     assert rows == [(enq.task_id, "rescuer")]
-    assert attempts == 2
+    assert (attempts, lost) == (1, 1)  # the killed run counts as lost, not as a failed attempt
     await engine.dispose()
 
 
@@ -141,14 +153,48 @@ async def test_sigterm_releases_running_task_for_another_worker(db_url):
 
     async def running() -> bool:
         async with engine.connect() as conn:
-            return (await conn.execute(select(tasks.c.status).where(tasks.c.id == enq.task_id))).scalar_one() == states.RUNNING
+            return (
+                await conn.execute(select(tasks.c.status).where(tasks.c.id == enq.task_id))
+            ).scalar_one() == states.RUNNING
 
     await wait_until(running, 30, "task running")
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0  # graceful exit after the 5 s grace period
     async with engine.connect() as conn:
-        row = (await conn.execute(select(tasks.c.status, tasks.c.attempts, tasks.c.lease_owner)
-                                  .where(tasks.c.id == enq.task_id))).one()
+        row = (
+            await conn.execute(
+                select(tasks.c.status, tasks.c.attempts, tasks.c.lease_owner).where(tasks.c.id == enq.task_id)
+            )
+        ).one()
     # Released, not left to expire: queued at once, the interrupted run not counted.
     assert (row.status, row.attempts, row.lease_owner) == (states.QUEUED, 0, None)
+    await engine.dispose()
+
+
+@pytest.mark.slow
+async def test_workers_whose_clocks_are_ten_minutes_off_keep_their_leases(db_url):
+    """One worker's clock is ten minutes ahead, the other's ten minutes behind; tasks outlast
+    the lease several times over. With leases on a worker's clock the one behind would stamp
+    leases that are already over and the one ahead would reap them: double runs. On the
+    database's clock every task runs once."""
+    engine = create_engine(db_url)
+    await create_execution_log(engine)
+    queue = TaskQueue(engine)
+    for _ in range(6):
+        await queue.enqueue("exec.slow", {"sleep": 5})
+    procs = [
+        start_worker(db_url, "ahead", lease=2, concurrency=3, clock_offset=600),
+        start_worker(db_url, "behind", lease=2, concurrency=3, clock_offset=-600),
+    ]
+    try:
+        await wait_until(lambda: _all_done(engine, 6), timeout=120, message="6 slow tasks succeeded")
+    finally:
+        errors = stop_all(procs)
+    assert errors == [], errors[0][-2000:] if errors else ""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(tasks.c.fence, tasks.c.attempts, tasks.c.lost_attempts))).all()
+        workers = (await conn.execute(text("SELECT DISTINCT worker FROM execution_log"))).scalars().all()
+    assert rows == [(1, 1, 0)] * 6  # claimed once each, never reclaimed
+    assert await count(engine, "SELECT COUNT(*) FROM execution_log") == 6
+    assert sorted(workers) == ["ahead", "behind"]  # both held leases for the whole run
     await engine.dispose()

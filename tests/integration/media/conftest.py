@@ -14,7 +14,6 @@ if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
 import media_fixtures  # noqa: E402
-
 from reelhouse.config import MediaSettings  # noqa: E402
 
 

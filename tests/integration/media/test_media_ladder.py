@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from media_fixtures import ffmpeg_children, ffprobe_json, make_clip, top_level_atoms
 
+from media_fixtures import ffmpeg_children, ffprobe_json, make_clip, top_level_atoms
 from reelhouse.config import MediaSettings
 from reelhouse.core.jobs.errors import PermanentError
 from reelhouse.core.media.ffmpeg import Progress
@@ -36,8 +36,9 @@ def audio_stream_count(path: Path) -> int:
 
 
 def starts_with_keyframe(segment: Path) -> bool:
-    packets = ffprobe_json(segment, "-select_streams", "v:0", "-show_entries", "packet=flags",
-                           "-read_intervals", "%+#1")["packets"]
+    packets = ffprobe_json(
+        segment, "-select_streams", "v:0", "-show_entries", "packet=flags", "-read_intervals", "%+#1"
+    )["packets"]
     return packets[0]["flags"].startswith("K")
 
 
@@ -91,7 +92,9 @@ async def test_1080p_source_gives_a_four_rung_ladder_with_aligned_segments(
     assert leftovers(tmp_path) == []
 
 
-async def test_480p_source_gets_no_upscaled_rungs(clip_480p: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_480p_source_gets_no_upscaled_rungs(
+    clip_480p: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     result = await encode_hls_ladder(clip_480p, tmp_path / "hls", short_segments(FAST_LADDER), settings=media_settings)
 
     assert [r.name for r in result.renditions] == ["480p", "360p"]
@@ -113,7 +116,9 @@ async def test_source_smaller_than_every_rung_is_encoded_once_at_its_own_size(
 async def test_source_without_audio_gives_video_only_variants(
     silent_clip: Path, tmp_path: Path, media_settings: MediaSettings
 ) -> None:
-    result = await encode_hls_ladder(silent_clip, tmp_path / "hls", short_segments(FAST_LADDER), settings=media_settings)
+    result = await encode_hls_ladder(
+        silent_clip, tmp_path / "hls", short_segments(FAST_LADDER), settings=media_settings
+    )
 
     (variant,) = parse_master_playlist(result.master_playlist.read_text()).variants
     assert variant.attributes["CODECS"].strip('"').startswith("avc1.")
@@ -125,7 +130,9 @@ async def test_source_without_audio_gives_video_only_variants(
 async def test_rotated_phone_clip_is_encoded_upright(
     rotated_clip: Path, tmp_path: Path, media_settings: MediaSettings
 ) -> None:
-    result = await encode_hls_ladder(rotated_clip, tmp_path / "hls", short_segments(FAST_LADDER), settings=media_settings)
+    result = await encode_hls_ladder(
+        rotated_clip, tmp_path / "hls", short_segments(FAST_LADDER), settings=media_settings
+    )
 
     # Stored 320x240 with a 90 degree display matrix: the viewer sees 240x320, and so should the output.
     assert [(r.width, r.height) for r in result.renditions] == [(240, 320)]
@@ -135,7 +142,9 @@ async def test_rotated_phone_clip_is_encoded_upright(
     assert not video.get("side_data_list")
 
 
-async def test_a_rerun_replaces_the_previous_ladder(clip_480p: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_a_rerun_replaces_the_previous_ladder(
+    clip_480p: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     out = tmp_path / "hls"
     first = await encode_hls_ladder(clip_480p, out, short_segments(FAST_LADDER), settings=media_settings)
     assert set(first.variant_playlists) == {"480p", "360p"}
@@ -188,8 +197,12 @@ async def test_cancelled_ladder_leaves_no_partial_output(tmp_path: Path) -> None
 async def test_mp4_profile_output(tmp_path: Path, media_settings: MediaSettings) -> None:
     source = make_clip(tmp_path / "source.mp4", width=1280, height=720, duration=2.0, fps=30, faststart=False)
 
-    result = await encode_mp4(source, tmp_path / "out" / "720p.mp4", builtin_profile("mp4-720p").with_preset("ultrafast"),
-                              settings=media_settings)
+    result = await encode_mp4(
+        source,
+        tmp_path / "out" / "720p.mp4",
+        builtin_profile("mp4-720p").with_preset("ultrafast"),
+        settings=media_settings,
+    )
 
     streams = ffprobe_json(result.path, "-show_streams")["streams"]
     video = next(s for s in streams if s["codec_type"] == "video")
@@ -204,8 +217,9 @@ async def test_mp4_profile_output(tmp_path: Path, media_settings: MediaSettings)
 
 
 async def test_mp4_profile_never_upscales(clip_480p: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
-    result = await encode_mp4(clip_480p, tmp_path / "out.mp4", builtin_profile("mp4-1080p").with_preset("ultrafast"),
-                              settings=media_settings)
+    result = await encode_mp4(
+        clip_480p, tmp_path / "out.mp4", builtin_profile("mp4-1080p").with_preset("ultrafast"), settings=media_settings
+    )
 
     assert (result.rendition.width, result.rendition.height) == (854, 480)
     assert video_sizes(result.path) == [(854, 480)]

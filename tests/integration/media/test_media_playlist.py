@@ -38,7 +38,9 @@ async def test_missing_codecs_bandwidth_resolution_are_restored(
     assert restored.variants == reread.variants
 
 
-async def test_segment_codecs_for_video_only_segment(silent_clip: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_segment_codecs_for_video_only_segment(
+    silent_clip: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     profile = builtin_profile("hls-default").with_preset("ultrafast")
     result = await encode_hls_ladder(silent_clip, tmp_path / "hls", profile, settings=media_settings)
     segment = next((tmp_path / "hls" / "240p").glob("*.ts"))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from media_fixtures import ffmpeg_children
 
+from media_fixtures import ffmpeg_children
 from reelhouse.config import MediaSettings
 from reelhouse.core.jobs.errors import PermanentError, TransientError
 from reelhouse.core.media.ffmpeg import Progress, run_ffmpeg
@@ -20,8 +20,22 @@ from reelhouse.core.media.ffmpeg import Progress, run_ffmpeg
 
 def endless_encode(out: Path) -> list[str]:
     # Read in real time (-re), so this runs for a minute unless stopped.
-    return ["-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "60",
-            "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(out)]
+    return [
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30",
+        "-t",
+        "60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-f",
+        "mpegts",
+        str(out),
+    ]
 
 
 async def test_progress_reports_reach_100_percent(av_clip: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
@@ -32,8 +46,21 @@ async def test_progress_reports_reach_100_percent(av_clip: Path, tmp_path: Path,
 
     # -re paces the 2 s clip in real time, so ffmpeg reports several times before it ends.
     result = await run_ffmpeg(
-        ["-re", "-i", str(av_clip), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(tmp_path / "out.mp4")],
-        duration=2.0, on_progress=record, settings=media_settings,
+        [
+            "-re",
+            "-i",
+            str(av_clip),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            str(tmp_path / "out.mp4"),
+        ],
+        duration=2.0,
+        on_progress=record,
+        settings=media_settings,
     )
 
     assert len(reports) >= 3
@@ -61,9 +88,22 @@ async def test_progress_reports_are_throttled_to_the_save_interval(av_clip: Path
     # ffmpeg reports every 0.1 s here; we must pass on at most one report per 0.8 s.
     started = time.monotonic()
     await run_ffmpeg(
-        ["-stats_period", "0.1", "-re", "-i", str(av_clip), "-c:v", "libx264", "-preset", "ultrafast",
-         "-an", str(tmp_path / "out.mp4")],
-        duration=2.0, on_progress=record, settings=settings,
+        [
+            "-stats_period",
+            "0.1",
+            "-re",
+            "-i",
+            str(av_clip),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-an",
+            str(tmp_path / "out.mp4"),
+        ],
+        duration=2.0,
+        on_progress=record,
+        settings=settings,
     )
 
     elapsed = time.monotonic() - started
@@ -80,8 +120,9 @@ async def test_cancelling_stops_ffmpeg_and_leaves_no_process(tmp_path: Path, med
     async def on_progress(progress: Progress) -> None:
         started.set()
 
-    task = asyncio.create_task(run_ffmpeg(endless_encode(tmp_path / "out.ts"), duration=60.0,
-                                          on_progress=on_progress, settings=media_settings))
+    task = asyncio.create_task(
+        run_ffmpeg(endless_encode(tmp_path / "out.ts"), duration=60.0, on_progress=on_progress, settings=media_settings)
+    )
     await asyncio.wait_for(started.wait(), timeout=20)
     running = ffmpeg_children()
     assert len(running) == 1, "the encode should be running before we cancel it"
@@ -96,14 +137,23 @@ async def test_cancelling_stops_ffmpeg_and_leaves_no_process(tmp_path: Path, med
     assert not psutil.pid_exists(running[0].pid) or running[0].status() == psutil.STATUS_ZOMBIE
 
 
-async def test_cancel_escalates_to_sigkill_when_ffmpeg_ignores_sigterm(tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_cancel_escalates_to_sigkill_when_ffmpeg_ignores_sigterm(
+    tmp_path: Path, media_settings: MediaSettings
+) -> None:
     started = asyncio.Event()
 
     async def on_progress(progress: Progress) -> None:
         started.set()
 
-    task = asyncio.create_task(run_ffmpeg(endless_encode(tmp_path / "out.ts"), duration=60.0,
-                                          on_progress=on_progress, settings=media_settings, cancel_grace=1.0))
+    task = asyncio.create_task(
+        run_ffmpeg(
+            endless_encode(tmp_path / "out.ts"),
+            duration=60.0,
+            on_progress=on_progress,
+            settings=media_settings,
+            cancel_grace=1.0,
+        )
+    )
     await asyncio.wait_for(started.wait(), timeout=20)
     (encoder,) = ffmpeg_children()
     # A stopped process cannot act on SIGTERM (it stays pending); only SIGKILL ends it.
@@ -165,7 +215,5 @@ async def test_other_failures_are_transient_and_carry_the_stderr_tail(
 
 async def test_stderr_tail_is_bounded(av_clip: Path, media_settings: MediaSettings) -> None:
     # A -loglevel after our own flags wins; debug output runs to hundreds of lines.
-    result = await run_ffmpeg(
-        ["-loglevel", "debug", "-i", str(av_clip), "-f", "null", "-"], settings=media_settings
-    )
+    result = await run_ffmpeg(["-loglevel", "debug", "-i", str(av_clip), "-f", "null", "-"], settings=media_settings)
     assert len(result.stderr_tail) == 50

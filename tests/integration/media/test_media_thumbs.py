@@ -7,8 +7,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from media_fixtures import ffprobe_json, make_clip
 
+from media_fixtures import ffprobe_json, make_clip
 from reelhouse.config import MediaSettings
 from reelhouse.core.jobs.errors import PermanentError
 from reelhouse.core.media.thumbs import make_sprite_sheet, make_thumbnail
@@ -42,7 +42,9 @@ def image_size(path: Path) -> tuple[int, int]:
     return stream["width"], stream["height"]
 
 
-async def test_thumbnail_is_a_jpeg_at_the_requested_width(av_clip: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_thumbnail_is_a_jpeg_at_the_requested_width(
+    av_clip: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     thumb = await make_thumbnail(av_clip, tmp_path / "poster.jpg", width=160, settings=media_settings)
 
     assert thumb.read_bytes()[:3] == b"\xff\xd8\xff"
@@ -57,8 +59,9 @@ async def test_thumbnail_never_upscales(av_clip: Path, tmp_path: Path, media_set
 async def test_sprite_sheet_and_vtt_cover_the_whole_video(tmp_path: Path, media_settings: MediaSettings) -> None:
     source = make_clip(tmp_path / "source.mp4", width=320, height=180, duration=9.0, fps=10, audio=False)
 
-    sheet = await make_sprite_sheet(source, tmp_path / "thumbs", interval=1.0, columns=4, tile_width=80,
-                                    settings=media_settings)
+    sheet = await make_sprite_sheet(
+        source, tmp_path / "thumbs", interval=1.0, columns=4, tile_width=80, settings=media_settings
+    )
 
     assert (sheet.tiles, sheet.columns, sheet.rows) == (9, 4, 3)
     assert (sheet.tile_width, sheet.tile_height) == (80, 46)
@@ -73,7 +76,9 @@ async def test_sprite_sheet_and_vtt_cover_the_whole_video(tmp_path: Path, media_
         assert (x, y, w, h) == ((n % 4) * 80, (n // 4) * 46, 80, 46)
 
 
-async def test_sprite_interval_widens_to_fit_max_tiles(av_clip: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_sprite_interval_widens_to_fit_max_tiles(
+    av_clip: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     sheet = await make_sprite_sheet(av_clip, tmp_path, interval=0.1, max_tiles=4, columns=2, settings=media_settings)
 
     assert sheet.interval == pytest.approx(0.5)
@@ -81,7 +86,9 @@ async def test_sprite_interval_widens_to_fit_max_tiles(av_clip: Path, tmp_path: 
     assert len(cues) == 4 and cues[-1][1] == pytest.approx(2.0)
 
 
-async def test_audio_only_source_has_no_pictures(audio_only_clip: Path, tmp_path: Path, media_settings: MediaSettings) -> None:
+async def test_audio_only_source_has_no_pictures(
+    audio_only_clip: Path, tmp_path: Path, media_settings: MediaSettings
+) -> None:
     with pytest.raises(PermanentError, match="no video stream"):
         await make_thumbnail(audio_only_clip, tmp_path / "poster.jpg", settings=media_settings)
     with pytest.raises(PermanentError, match="no video stream"):

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from reelhouse.archive.twitch.helix import HelixClient
-from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
+from reelhouse.core.providers.errors import RateLimited, Rejected, Unavailable
 
 
 def make_client(twitch, server, **kwargs) -> HelixClient:
@@ -122,7 +122,7 @@ async def test_persistent_401_is_permanent(twitch, twitch_server):
     user_id = twitch.add_channel("streamer")
     async with make_client(twitch, twitch_server) as client:
         client.client_id = "someone-else"  # every Helix call now mismatches the token's client
-        with pytest.raises(PermanentError, match="HTTP 401"):
+        with pytest.raises(Rejected, match="HTTP 401"):
             await client.list_videos(user_id)
     assert [c.status for c in twitch.helix_calls()] == [401, 401]
 
@@ -131,7 +131,7 @@ async def test_429_with_distant_reset_raises_rate_limited_at_reset(twitch, twitc
     user_id = twitch.add_channel("streamer")
     twitch.rate_limit_next(1, reset_in=60)
     async with make_client(twitch, twitch_server) as client:
-        with pytest.raises(RateLimitedError) as caught:
+        with pytest.raises(RateLimited) as caught:
             await client.list_videos(user_id)
     assert caught.value.retry_at == datetime.fromtimestamp(twitch.rate_limit_resets[0], UTC)
     assert len(twitch.helix_calls("videos")) == 1  # no in-call wait for a minute-long reset
@@ -154,7 +154,7 @@ async def test_second_429_after_inline_wait_raises(twitch, twitch_server):
     user_id = twitch.add_channel("streamer")
     twitch.rate_limit_next(2, reset_in=0.2)
     async with make_client(twitch, twitch_server) as client:
-        with pytest.raises(RateLimitedError):
+        with pytest.raises(RateLimited):
             await client.list_videos(user_id)
     assert [c.status for c in twitch.helix_calls("videos")] == [429, 429]
 
@@ -176,7 +176,7 @@ async def test_5xx_exhausts_bounded_attempts_then_transient(twitch, twitch_serve
     user_id = twitch.add_channel("streamer")
     twitch.fail_next(10, status=503)
     async with make_client(twitch, twitch_server, max_attempts=3) as client:
-        with pytest.raises(TransientError, match="HTTP 503 after 3 attempts"):
+        with pytest.raises(Unavailable, match="HTTP 503 after 3 attempts"):
             await client.list_videos(user_id)
     assert len(twitch.helix_calls("videos")) == 3
 
@@ -184,20 +184,22 @@ async def test_5xx_exhausts_bounded_attempts_then_transient(twitch, twitch_serve
 async def test_other_4xx_is_permanent_with_twitch_message(twitch, twitch_server):
     user_id = twitch.add_channel("streamer")
     async with make_client(twitch, twitch_server) as client:
-        with pytest.raises(PermanentError, match="HTTP 400: invalid cursor"):
+        with pytest.raises(Rejected, match="HTTP 400: invalid cursor"):
             await client.list_videos(user_id, after="not-a-cursor")
-        with pytest.raises(PermanentError, match="does not exist"):
+        with pytest.raises(Rejected, match="does not exist"):
             await client.get_user("nobody")
     assert len(twitch.helix_calls("videos")) == 1  # a 400 is not retried
 
 
 async def test_bad_client_secret_is_permanent_and_never_echoed(twitch, twitch_server):
     client = HelixClient(
-        twitch.client_id, "wrong-secret-value",
-        api_base=f"{twitch_server.base_url}/helix", auth_base=f"{twitch_server.base_url}/oauth2",
+        twitch.client_id,
+        "wrong-secret-value",
+        api_base=f"{twitch_server.base_url}/helix",
+        auth_base=f"{twitch_server.base_url}/oauth2",
     )
     async with client:
-        with pytest.raises(PermanentError) as caught:
+        with pytest.raises(Rejected) as caught:
             await client.get_user("streamer")
     assert "invalid client secret" in str(caught.value)
     assert "wrong-secret-value" not in str(caught.value)
@@ -225,11 +227,14 @@ async def test_unreachable_helix_is_transient_and_counted(twitch, twitch_server)
         dead_port = probe.getsockname()[1]
     before = helix_count("users", "network_error")
     client = HelixClient(
-        twitch.client_id, twitch.client_secret,
-        api_base=f"http://127.0.0.1:{dead_port}/helix", auth_base=f"{twitch_server.base_url}/oauth2",
-        max_attempts=3, backoff_base=0.01,
+        twitch.client_id,
+        twitch.client_secret,
+        api_base=f"http://127.0.0.1:{dead_port}/helix",
+        auth_base=f"{twitch_server.base_url}/oauth2",
+        max_attempts=3,
+        backoff_base=0.01,
     )
     async with client:
-        with pytest.raises(TransientError, match="ConnectError after 3 attempts"):
+        with pytest.raises(Unavailable, match="ConnectError after 3 attempts"):
             await client.get_user("streamer")
     assert helix_count("users", "network_error") - before == 3

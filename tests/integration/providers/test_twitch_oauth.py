@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from reelhouse.archive.twitch.oauth import TwitchOAuth
-from reelhouse.core.jobs.errors import PermanentError
+from reelhouse.core.providers.errors import Rejected
 
 
 def refresh_count(status: str) -> float:
@@ -18,8 +18,11 @@ def refresh_count(status: str) -> float:
 
 def make_oauth(twitch, server) -> TwitchOAuth:
     return TwitchOAuth(
-        twitch.client_id, twitch.client_secret,
-        redirect_uri=twitch.redirect_uri, auth_base=f"{server.base_url}/oauth2", backoff_base=0.01,
+        twitch.client_id,
+        twitch.client_secret,
+        redirect_uri=twitch.redirect_uri,
+        auth_base=f"{server.base_url}/oauth2",
+        backoff_base=0.01,
     )
 
 
@@ -30,8 +33,11 @@ async def test_authorize_url_then_code_exchange_then_refresh(twitch, twitch_serv
         query = parse_qs(url.query)
         assert url.path == "/oauth2/authorize"
         assert query == {
-            "response_type": ["code"], "client_id": [twitch.client_id], "redirect_uri": [twitch.redirect_uri],
-            "scope": ["chat:read chat:edit"], "state": [state],
+            "response_type": ["code"],
+            "client_id": [twitch.client_id],
+            "redirect_uri": [twitch.redirect_uri],
+            "scope": ["chat:read chat:edit"],
+            "state": [state],
         }
 
         tokens = await oauth.exchange_code(twitch.issue_authorization_code(("chat:read",)))
@@ -51,11 +57,11 @@ async def test_spent_refresh_token_and_reused_code_are_permanent(twitch, twitch_
     async with make_oauth(twitch, twitch_server) as oauth:
         code = twitch.issue_authorization_code()
         tokens = await oauth.exchange_code(code)
-        with pytest.raises(PermanentError, match="Invalid authorization code"):
+        with pytest.raises(Rejected, match="Invalid authorization code"):
             await oauth.exchange_code(code)
         await oauth.refresh(tokens.refresh_token)
         before = refresh_count("failure")
-        with pytest.raises(PermanentError, match="Invalid refresh token") as caught:
+        with pytest.raises(Rejected, match="Invalid refresh token") as caught:
             await oauth.refresh(tokens.refresh_token)
         assert tokens.refresh_token not in str(caught.value)
         assert refresh_count("failure") - before == 1

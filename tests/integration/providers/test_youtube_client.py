@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from prometheus_client import REGISTRY
 
-from reelhouse.archive.youtube import (
+from reelhouse.core.providers.errors import RateLimited, Rejected, Unavailable
+from reelhouse.core.providers.youtube import (
     QUOTA_TIMEZONE,
     UPLOAD_GRANULARITY,
     UploadSessionExpired,
@@ -21,7 +22,6 @@ from reelhouse.archive.youtube import (
     YouTubeTokens,
     next_quota_reset,
 )
-from reelhouse.core.jobs.errors import PermanentError, RateLimitedError, TransientError
 
 MEDIA_SIZE = 3 * 1024 * 1024 + 12_345  # ~3 MB, not a chunk multiple: the last chunk is short
 
@@ -63,9 +63,14 @@ def make_client(youtube, server, store: MemoryTokenStore, **kwargs) -> YouTubeCl
     kwargs.setdefault("backoff_base", 0.01)
     kwargs.setdefault("backoff_cap", 0.05)
     return YouTubeClient(
-        youtube.client_id, youtube.client_secret,
-        load_tokens=store.load, save_tokens=store.save, redirect_uri=youtube.redirect_uri,
-        api_base=server.base_url, oauth_base=server.base_url, **kwargs,
+        youtube.client_id,
+        youtube.client_secret,
+        load_tokens=store.load,
+        save_tokens=store.save,
+        redirect_uri=youtube.redirect_uri,
+        api_base=server.base_url,
+        oauth_base=server.base_url,
+        **kwargs,
     )
 
 
@@ -73,16 +78,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-METADATA = VideoMetadata(title="2024-06-01 Big stream", description="Original Twitch VOD ID: 1001",
-                         tags=("twitch-vod-1001",))
+METADATA = VideoMetadata(
+    title="2024-06-01 Big stream", description="Original Twitch VOD ID: 1001", tags=("twitch-vod-1001",)
+)
 
 
 async def test_full_resumable_upload_in_aligned_chunks(youtube, youtube_server, store, media):
     progress: list[tuple[int, int]] = []
     async with make_client(youtube, youtube_server, store) as client:
         uri = await client.start_session(METADATA, size=MEDIA_SIZE)
-        video_id = await client.upload(uri, media, chunk_size=2 * UPLOAD_GRANULARITY,
-                                       on_progress=lambda done, total: progress.append((done, total)))
+        video_id = await client.upload(
+            uri,
+            media,
+            chunk_size=2 * UPLOAD_GRANULARITY,
+            on_progress=lambda done, total: progress.append((done, total)),
+        )
 
     session = youtube.session_for_uri(uri)
     assert video_id == session.video_id
@@ -156,7 +166,7 @@ async def test_persistent_5xx_gives_transient_error(youtube, youtube_server, sto
     youtube.fail_next_chunks(50, status=500)
     async with make_client(youtube, youtube_server, store, max_attempts=3) as client:
         uri = await client.start_session(METADATA, size=MEDIA_SIZE)
-        with pytest.raises(TransientError, match="HTTP 500 after 3 attempts"):
+        with pytest.raises(Unavailable, match="HTTP 500 after 3 attempts"):
             await client.upload(uri, media)
     assert youtube.session_for_uri(uri).committed == 0
 
@@ -166,7 +176,7 @@ async def test_quota_errors_wait_until_pacific_midnight(youtube, youtube_server,
     youtube.quota_exceeded_next(1, on=on, reason=reason)
     before = next_quota_reset()
     async with make_client(youtube, youtube_server, store) as client:
-        with pytest.raises(RateLimitedError) as caught:
+        with pytest.raises(RateLimited) as caught:
             uri = await client.start_session(METADATA, size=MEDIA_SIZE)
             await client.upload(uri, media)
     retry_at = caught.value.retry_at
@@ -183,7 +193,7 @@ async def test_expired_session_raises_upload_session_expired(youtube, youtube_se
         youtube.expire_session()
         with pytest.raises(UploadSessionExpired) as caught:
             await client.upload(uri, media)
-    assert isinstance(caught.value, TransientError)
+    assert isinstance(caught.value, Unavailable)
     assert "upload_id" not in str(caught.value)  # the session URI is a bearer capability
 
 
@@ -205,7 +215,7 @@ async def test_revoked_refresh_token_is_permanent_and_counted(youtube, youtube_s
     youtube.revoke_refresh_tokens()
     failures_before = refresh_count("failure")
     async with make_client(youtube, youtube_server, store) as client:
-        with pytest.raises(PermanentError, match="Token has been expired or revoked") as caught:
+        with pytest.raises(Rejected, match="Token has been expired or revoked") as caught:
             await client.start_session(METADATA, size=MEDIA_SIZE)
     assert store.tokens.refresh_token not in str(caught.value)
     assert refresh_count("failure") - failures_before == 1
@@ -214,10 +224,10 @@ async def test_revoked_refresh_token_is_permanent_and_counted(youtube, youtube_s
 
 async def test_not_authorized_and_invalid_title_are_permanent(youtube, youtube_server, store):
     async with make_client(youtube, youtube_server, MemoryTokenStore(None)) as client:
-        with pytest.raises(PermanentError, match="not authorized"):
+        with pytest.raises(Rejected, match="not authorized"):
             await client.start_session(METADATA, size=MEDIA_SIZE)
     async with make_client(youtube, youtube_server, store) as client:
-        with pytest.raises(PermanentError, match="invalid or empty video title"):
+        with pytest.raises(Rejected, match="invalid or empty video title"):
             await client.start_session(VideoMetadata(title="   "), size=MEDIA_SIZE)
 
 

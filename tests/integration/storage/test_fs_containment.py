@@ -157,9 +157,7 @@ CRASHING_WRITER = textwrap.dedent(
 
 async def test_sigkill_during_put_never_exposes_a_partial_object(fs_storage: FsStorage) -> None:
     await fs_storage.put("vods/crash.mp4", b"previous complete version")
-    writer = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, str(fs_storage.root)], stdout=subprocess.PIPE
-    )
+    writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, str(fs_storage.root)], stdout=subprocess.PIPE)
     try:
         assert writer.stdout is not None
         line = await asyncio.to_thread(writer.stdout.readline)

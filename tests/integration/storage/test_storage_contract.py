@@ -76,7 +76,11 @@ async def test_stat_reports_size_type_etag_and_time(storage: Storage) -> None:
     assert info.content_type == "application/vnd.apple.mpegurl"
     assert info.etag and info.etag == put_info.etag
     assert before <= info.modified <= datetime.now(UTC) + timedelta(seconds=5)
-    for key, expected in [("seg/00001.ts", "video/mp2t"), ("seg/init.m4s", "video/iso.segment"), ("subs/en.vtt", "text/vtt")]:
+    for key, expected in [
+        ("seg/00001.ts", "video/mp2t"),
+        ("seg/init.m4s", "video/iso.segment"),
+        ("subs/en.vtt", "text/vtt"),
+    ]:
         await storage.put(key, b"x")
         assert (await storage.stat(key)).content_type == expected
 

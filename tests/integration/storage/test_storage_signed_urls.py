@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -32,7 +33,9 @@ def with_query(url: str, **changes: str) -> str:
     return f"{parts.path}?{urlencode(query)}"
 
 
-async def test_fs_signed_url_serves_object_with_type_and_validators(fs_storage: FsStorage, fs_client: httpx.AsyncClient) -> None:
+async def test_fs_signed_url_serves_object_with_type_and_validators(
+    fs_storage: FsStorage, fs_client: httpx.AsyncClient
+) -> None:
     info = await fs_storage.put("vods/42/master playlist.m3u8", b"#EXTM3U\n")
     url = await fs_storage.signed_url("vods/42/master playlist.m3u8", 60)
     assert url.startswith("/files/vods/42/master%20playlist.m3u8?exp=")
@@ -52,9 +55,16 @@ async def test_fs_signed_url_serves_object_with_type_and_validators(fs_storage: 
 
 @pytest.mark.parametrize(
     ("key", "content_type"),
-    [("s/seg1.ts", "video/mp2t"), ("s/init.m4s", "video/iso.segment"), ("s/en.vtt", "text/vtt"), ("s/v.mp4", "video/mp4")],
+    [
+        ("s/seg1.ts", "video/mp2t"),
+        ("s/init.m4s", "video/iso.segment"),
+        ("s/en.vtt", "text/vtt"),
+        ("s/v.mp4", "video/mp4"),
+    ],
 )
-async def test_fs_router_content_types(fs_storage: FsStorage, fs_client: httpx.AsyncClient, key: str, content_type: str) -> None:
+async def test_fs_router_content_types(
+    fs_storage: FsStorage, fs_client: httpx.AsyncClient, key: str, content_type: str
+) -> None:
     await fs_storage.put(key, b"data")
     response = await fs_client.get(await fs_storage.signed_url(key, 60))
     assert response.headers["content-type"] == content_type
@@ -91,7 +101,9 @@ async def test_fs_router_unsatisfiable_and_ignored_ranges(fs_storage: FsStorage,
     assert response.status_code == 200 and response.content == BODY
 
 
-async def test_fs_router_rejects_tampered_and_expired_links(fs_storage: FsStorage, fs_client: httpx.AsyncClient) -> None:
+async def test_fs_router_rejects_tampered_and_expired_links(
+    fs_storage: FsStorage, fs_client: httpx.AsyncClient
+) -> None:
     await fs_storage.put("private/a.mp4", b"secret video")
     await fs_storage.put("private/b.mp4", b"other video")
     url = await fs_storage.signed_url("private/a.mp4", 60)
@@ -152,9 +164,11 @@ async def test_s3_presigned_url_fetch_range_and_rejections(s3_storage: S3Storage
         other_key = url.replace("/vods/7/index.m3u8", "/vods/7/other.m3u8")
         assert (await client.get(other_key)).status_code == 403
 
-        short = await s3_storage.signed_url("vods/7/index.m3u8", 1)
+        # 3 s: enough for the first fetch on a loaded machine, short enough to wait out.
+        signed_at = time.monotonic()
+        short = await s3_storage.signed_url("vods/7/index.m3u8", 3)
         assert (await client.get(short)).status_code == 200
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(max(0.0, signed_at + 4.1 - time.monotonic()))
         expired = await client.get(short)
         assert expired.status_code == 403
         assert b"expired" in expired.content.lower()

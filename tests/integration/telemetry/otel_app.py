@@ -29,8 +29,12 @@ async def main() -> None:
     runtime.registry.register(TaskKind("traced.kind", traced))
     app = create_app(settings, runtime=runtime, background=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        await client.get("/v1/health")
-    await TaskQueue(runtime.engine).enqueue("traced.kind")
+        await client.get("/v1/health", headers={"X-Correlation-ID": "corr-http-1"})
+    from reelhouse.core.telemetry.correlation import correlation_scope
+    from reelhouse.core.telemetry.tracing import span
+
+    with correlation_scope("corr-enqueue-1"), span("enqueuer"):
+        await TaskQueue(runtime.engine).enqueue("traced.kind")
     worker = Worker(runtime.engine, runtime.registry, WorkerOptions(poll_interval=0.05))
     run = asyncio.create_task(worker.run())
     await asyncio.wait_for(done.wait(), 20)

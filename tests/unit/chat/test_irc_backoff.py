@@ -2,44 +2,47 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 
 import pytest
 
-from reelhouse.archive.twitch.irc_client import BackoffPolicy, TwitchChatClient, normalize_channel
+from reelhouse.archive.twitch.irc_client import TwitchChatClient, normalize_channel, reconnect_backoff
 
 
 def test_ceiling_doubles_then_caps():
-    policy = BackoffPolicy(base=0.5, cap=30.0, factor=2.0)
-    assert [policy.ceiling(n) for n in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    policy = reconnect_backoff(base=0.5, cap=30.0)
+    assert [policy.ceiling(n) for n in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert policy.ceiling(10_000) == 30.0  # no float overflow after days of retrying
 
 
 def test_delays_are_jittered_within_the_ceiling_and_grow():
-    policy = BackoffPolicy(base=1.0, cap=64.0)
+    policy = reconnect_backoff(base=1.0, cap=64.0)
     rng = random.Random(1234)
-    samples = {attempt: [policy.delay(attempt, rng) for _ in range(400)] for attempt in range(8)}
+    samples = {attempt: [policy.delay(attempt, rng) for _ in range(400)] for attempt in range(1, 9)}
     for attempt, delays in samples.items():
         assert all(0.0 <= d <= policy.ceiling(attempt) for d in delays)
         # Full jitter: spread over the whole [0, ceiling] range, not clustered at the top.
         assert min(delays) < 0.1 * policy.ceiling(attempt) < 0.9 * policy.ceiling(attempt) < max(delays)
         assert len(set(delays)) == len(delays)
-    means = [statistics.fmean(samples[a]) for a in range(7)]
-    assert all(later > earlier * 1.5 for earlier, later in zip(means, means[1:], strict=False))
-    assert statistics.fmean(samples[7]) == pytest.approx(32.0, rel=0.15)
+    means = [statistics.fmean(samples[a]) for a in range(1, 8)]
+    assert all(later > earlier * 1.5 for earlier, later in itertools.pairwise(means))
+    assert statistics.fmean(samples[8]) == pytest.approx(32.0, rel=0.15)
 
 
 def test_seeded_rng_makes_the_schedule_reproducible():
-    policy = BackoffPolicy(base=0.1, cap=5.0)
-    first = [policy.delay(n, random.Random(7)) for n in range(10)]
-    again = [policy.delay(n, random.Random(7)) for n in range(10)]
+    policy = reconnect_backoff(base=0.1, cap=5.0)
+    first = [policy.delay(n, random.Random(7)) for n in range(1, 11)]
+    again = [policy.delay(n, random.Random(7)) for n in range(1, 11)]
     assert first == again
     rng_a, rng_b = random.Random(7), random.Random(8)
-    assert [policy.delay(n, rng_a) for n in range(10)] != [policy.delay(n, rng_b) for n in range(10)]
+    assert [policy.delay(n, rng_a) for n in range(1, 11)] != [policy.delay(n, rng_b) for n in range(1, 11)]
 
 
-@pytest.mark.parametrize(("raw", "login"), [("#SomeChannel", "somechannel"), (" dallas ", "dallas"), ("a_b_9", "a_b_9")])
+@pytest.mark.parametrize(
+    ("raw", "login"), [("#SomeChannel", "somechannel"), (" dallas ", "dallas"), ("a_b_9", "a_b_9")]
+)
 def test_normalize_channel(raw, login):
     assert normalize_channel(raw) == login
 

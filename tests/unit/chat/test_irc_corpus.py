@@ -54,7 +54,7 @@ def test_privmsg_fields_emotes_and_badges():
     assert msg.badges == (Badge("turbo", "1"),)
     assert msg.badge_info == ()
     assert msg.emotes == (EmotePosition("25", 0, 4), EmotePosition("1902", 6, 10), EmotePosition("25", 12, 16))
-    assert [msg.text[e.start:e.end + 1] for e in msg.emotes] == ["Kappa", "Keepo", "Kappa"]
+    assert [msg.text[e.start : e.end + 1] for e in msg.emotes] == ["Kappa", "Keepo", "Kappa"]
     assert msg.sent_at == datetime(2017, 10, 5, 23, 36, 12, 675000, tzinfo=UTC)
     assert msg.bits == 0 and msg.reply_parent_msg_id is None
     assert msg.tags["user-type"] == "global_mod"
@@ -93,7 +93,7 @@ def test_privmsg_unicode_emote_positions_count_code_points():
     assert msg.login == "nihon_viewer"
     assert msg.text == "héllo 日本語 🎉 Kappa"
     (emote,) = msg.emotes
-    assert msg.text[emote.start:emote.end + 1] == "Kappa"
+    assert msg.text[emote.start : emote.end + 1] == "Kappa"
 
 
 def test_escaped_tag_values_are_unescaped():
@@ -170,7 +170,11 @@ def test_roomstate_full_and_partial_updates():
 
 def test_notices_ping_and_reconnect():
     notice = event("notice-emote-only-on")
-    assert (notice.channel, notice.msg_id, notice.text) == ("bar", "emote_only_on", "This room is now in emote-only mode.")
+    assert (notice.channel, notice.msg_id, notice.text) == (
+        "bar",
+        "emote_only_on",
+        "This room is now in emote-only mode.",
+    )
     failed = event("notice-login-failed")
     assert (failed.channel, failed.msg_id, failed.text) == (None, None, "Login authentication failed")
     assert event("ping") == Ping(origin="tmi.twitch.tv")
@@ -187,7 +191,10 @@ def test_state_numerics_and_unknown_commands_come_back_generic():
     assert names.params == ("justinfan123456", "=", "#dallas") and names.trailing == "justinfan123456"
     join = event("join-echo")
     assert (join.prefix.nick, join.prefix.user, join.prefix.host) == (
-        "justinfan123456", "justinfan123456", "justinfan123456.tmi.twitch.tv")
+        "justinfan123456",
+        "justinfan123456",
+        "justinfan123456.tmi.twitch.tv",
+    )
     assert join.channel == "dallas"
     whisper = event("whisper")
     assert whisper.command == "WHISPER" and whisper.trailing == "hello there"

@@ -65,7 +65,9 @@ def test_privmsg_without_text_or_with_malformed_tags_does_not_raise():
 
 
 def test_format_line_escapes_tags_and_prefixes_trailing():
-    line = format_line("PRIVMSG", "#chan", trailing="hi there", tags={"a": "x; y\\z", "b": ""}, prefix="u!u@u.tmi.twitch.tv")
+    line = format_line(
+        "PRIVMSG", "#chan", trailing="hi there", tags={"a": "x; y\\z", "b": ""}, prefix="u!u@u.tmi.twitch.tv"
+    )
     assert line == r"@a=x\:\sy\\z;b= :u!u@u.tmi.twitch.tv PRIVMSG #chan :hi there"
     assert format_line("JOIN", "#a,#b") == "JOIN #a,#b"
     assert format_line("PONG", trailing="") == "PONG :"
@@ -119,10 +121,28 @@ def test_arbitrary_input_never_raises_anything_but_parse_error(line):
     to_event(msg)
 
 
-commands = st.sampled_from(["PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE", "NOTICE", "PING", "RECONNECT"])
+commands = st.sampled_from(
+    ["PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE", "NOTICE", "PING", "RECONNECT"]
+)
 twitchy_tags = st.dictionaries(
-    st.sampled_from(["id", "bits", "emotes", "badges", "badge-info", "tmi-sent-ts", "ban-duration", "slow",
-                     "followers-only", "emote-only", "msg-id", "login", "target-msg-id", "room-id"]),
+    st.sampled_from(
+        [
+            "id",
+            "bits",
+            "emotes",
+            "badges",
+            "badge-info",
+            "tmi-sent-ts",
+            "ban-duration",
+            "slow",
+            "followers-only",
+            "emote-only",
+            "msg-id",
+            "login",
+            "target-msg-id",
+            "room-id",
+        ]
+    ),
     st.text(st.characters(blacklist_characters="\0", codec="utf-8"), max_size=20),
 )
 

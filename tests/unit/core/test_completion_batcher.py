@@ -4,7 +4,6 @@ finished is written, not rerun; only a database that stays away past the limit g
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -42,7 +41,6 @@ async def test_completions_arriving_during_a_write_go_out_together():
 async def test_a_database_that_stays_away_is_given_up_after_the_limit():
     flush = FlakyFlush(failures=10**9)
     batcher = CompletionBatcher(flush, give_up_after=0.5, max_delay=0.05)
-    started = time.monotonic()
     with pytest.raises(RuntimeError, match="deadlock"):
-        await batcher.submit(1, None)
-    assert 0.2 < time.monotonic() - started < 3.0
+        await asyncio.wait_for(batcher.submit(1, None), timeout=60)
+    assert flush.calls > 1 and flush.written == {}  # retried, then gave up; nothing claimed written

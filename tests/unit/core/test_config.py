@@ -1,7 +1,8 @@
 from datetime import timedelta
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reelhouse.config import ConfigError, Settings, normalize_database_url, parse_duration
 
@@ -27,10 +28,16 @@ def test_defaults_are_embedded_sqlite(monkeypatch, tmp_path):
     assert settings.server.bind == ("127.0.0.1", 8080)
 
 
-@pytest.mark.parametrize("name,value", [
-    ("PORT", "99999"), ("LOG_FORMAT", "xml"), ("CIRCUIT_FAILURE_THRESHOLD", "-1"),
-    ("CIRCUIT_OPEN_COOLDOWN", "soon"), ("WORKER_CONCURRENCY", "zero"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("PORT", "99999"),
+        ("LOG_FORMAT", "xml"),
+        ("CIRCUIT_FAILURE_THRESHOLD", "-1"),
+        ("CIRCUIT_OPEN_COOLDOWN", "soon"),
+        ("WORKER_CONCURRENCY", "zero"),
+    ],
+)
 def test_invalid_values_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as info:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices
 
 import reelhouse
-from reelhouse.config import _Section
+from reelhouse.config import SettingsSection
 
 CONFIG_DOC = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
 
@@ -20,7 +20,7 @@ def _all_sections() -> set[type]:
         if path.stem in ("settings", "config"):
             relative = path.relative_to(root.parent).with_suffix("")
             importlib.import_module(".".join(relative.parts))
-    found, stack = set(), [_Section]
+    found, stack = set(), [SettingsSection]
     while stack:
         for sub in stack.pop().__subclasses__():
             found.add(sub)

@@ -16,7 +16,8 @@ def _emit(capsys, fmt: str) -> str:
     try:
         with correlation_scope("corr-42"):
             logging.getLogger("reelhouse.archive.download").info(
-                "token is %s", SECRET, extra={"url": f"https://x/?t={SECRET}", "vod": "123"})
+                "token is %s", SECRET, extra={"url": f"https://x/?t={SECRET}", "vod": "123"}
+            )
         logging.getLogger("reelhouse.worker").debug("hidden at info level")
         return capsys.readouterr().err
     finally:

@@ -1,4 +1,4 @@
-"""Pure helpers of the encode domain: yt-dlp progress and errors, link tokens, sizes, prefixes."""
+"""Pure helpers of the encode domain: yt-dlp errors for source URLs, link tokens, sizes, prefixes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from reelhouse.core.jobs.errors import PermanentError, TransientError
-from reelhouse.encode.fetch import check_source_url, classify_ytdlp_failure, parse_progress_line
+from reelhouse.core.media.ytdlp import classify_failure
+from reelhouse.encode.fetch import check_source_url, classify
 from reelhouse.encode.media import check_token, make_token
 from reelhouse.encode.outputs import upload_order
 from reelhouse.encode.service import safe_filename
@@ -16,25 +17,28 @@ from reelhouse.encode.settings import EncodeSettings, parse_size
 from reelhouse.encode.submit import SubmitError, clean_output_prefix
 
 
-def test_progress_lines_from_the_ytdlp_template():
-    progress = parse_progress_line("RHPROGRESS 1048576 4194304 NA 524288.0 6")
-    assert progress is not None and progress.fraction == 0.25 and progress.eta_seconds == 6
-    estimated = parse_progress_line("RHPROGRESS 100 NA 400 NA NA")
-    assert estimated is not None and estimated.total == 400 and estimated.speed is None
-    assert parse_progress_line("RHPROGRESS NA NA NA NA NA") is None
-    assert parse_progress_line("[download] Destination: source.mp4") is None
-
-
-@pytest.mark.parametrize(("stderr", "kind", "text"), [
-    (["ERROR: [generic] Unable to download webpage: HTTP Error 404: Not Found"], PermanentError, "HTTP Error 404"),
-    (["ERROR: Unsupported URL: https://example.com/"], PermanentError, "Unsupported URL"),
-    (["ERROR: [generic] Unable to download webpage: <urlopen error [Errno 111] Connection refused>"],
-     TransientError, "Connection refused"),
-    (["[info] File is larger than max-filesize (2000 bytes > 1000 bytes). Aborting."], PermanentError, "MAX_UPLOAD_BYTES"),
-    ([], TransientError, "status 1 and no error output"),
-])
-def test_ytdlp_failures_are_classified(stderr, kind, text):
-    error = classify_ytdlp_failure(1, stderr, 1000)
+@pytest.mark.parametrize(
+    ("stderr", "kind", "text"),
+    [
+        (["ERROR: [generic] Unable to download webpage: HTTP Error 404: Not Found"], PermanentError, "HTTP Error 404"),
+        (["ERROR: [generic] Unable to download webpage: HTTP Error 403: Forbidden"], PermanentError, "HTTP Error 403"),
+        (["ERROR: Unsupported URL: https://example.com/"], PermanentError, "Unsupported URL"),
+        (["ERROR: [youtube] x: Private video. Sign in"], PermanentError, "Private video"),
+        (
+            ["ERROR: [generic] Unable to download webpage: <urlopen error [Errno 111] Connection refused>"],
+            TransientError,
+            "Connection refused",
+        ),
+        (
+            ["[info] File is larger than max-filesize (2000 bytes > 1000 bytes). Aborting."],
+            PermanentError,
+            "MAX_UPLOAD_BYTES (1000 bytes)",
+        ),
+        ([], TransientError, "status 1 and no error message"),
+    ],
+)
+def test_ytdlp_failures_are_classified_for_a_users_source_url(stderr, kind, text):
+    error = classify(classify_failure(1, stderr), 1000)
     assert type(error) is kind and text in error.reason
 
 
@@ -53,7 +57,7 @@ def test_link_tokens_cover_their_prefix_only_and_expire():
     assert check_token(secret, token, "encodes/job-3", now=1_000) == "link does not cover this object"
     assert check_token(secret, token, "encodes/job-3/master.m3u8", now=3_000) == "link expired"
     assert check_token(b"t" * 32, token, "encodes/job-3/master.m3u8", now=1_000) == "link signature does not match"
-    depth, expires, mac = token.split(".")
+    _depth, expires, mac = token.split(".")
     forged = f"1.{expires}.{mac}"  # widening the scope to `encodes` changes what the MAC covers
     assert check_token(secret, forged, "encodes/job-3/master.m3u8", now=1_000) == "link signature does not match"
     assert check_token(secret, "garbage", "encodes/job-3/master.m3u8") == "malformed link token"
@@ -80,8 +84,13 @@ def test_output_prefixes_are_relative_and_checked():
 
 
 def test_playlists_are_uploaded_after_what_they_reference():
-    files = [Path("out/master.m3u8"), Path("out/720p/index.m3u8"), Path("out/720p/seg_00001.ts"),
-             Path("out/360p/seg_00000.ts"), Path("out/360p/index.m3u8")]
+    files = [
+        Path("out/master.m3u8"),
+        Path("out/720p/index.m3u8"),
+        Path("out/720p/seg_00001.ts"),
+        Path("out/360p/seg_00000.ts"),
+        Path("out/360p/index.m3u8"),
+    ]
     ordered = [p.as_posix() for p in upload_order(files)]
     assert ordered[-1] == "out/master.m3u8"
     assert ordered.index("out/720p/index.m3u8") > ordered.index("out/720p/seg_00001.ts")

@@ -19,10 +19,21 @@ from reelhouse.core.media.profiles import builtin_profile, plan_ladder
 OUT = Path("/out/hls")
 
 
-def source(*, codec: str = "h264", pix_fmt: str = "yuv420p", rotation: int = 0, fps: float | None = 30.0,
-           audio_channels: int | None = 2, sample_rate: int = 48_000) -> MediaInfo:
+def source(
+    *,
+    codec: str = "h264",
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+    fps: float | None = 30.0,
+    audio_channels: int | None = 2,
+    sample_rate: int = 48_000,
+) -> MediaInfo:
     video = VideoStreamInfo(index=0, codec=codec, width=1920, height=1080, fps=fps, pix_fmt=pix_fmt, rotation=rotation)
-    audio = [AudioStreamInfo(index=1, codec="aac", channels=audio_channels, sample_rate=sample_rate)] if audio_channels else []
+    audio = (
+        [AudioStreamInfo(index=1, codec="aac", channels=audio_channels, sample_rate=sample_rate)]
+        if audio_channels
+        else []
+    )
     return MediaInfo(path="in.mp4", format_name="mp4", duration=20.0, video_streams=[video], audio_streams=audio)
 
 
@@ -51,7 +62,11 @@ def test_cpu_ladder_decodes_once_and_splits() -> None:
     assert values(args, "-map") == ["[v0]", "0:a:0", "[v1]", "0:a:0", "[v2]", "0:a:0", "[v3]", "0:a:0"]
     assert [value(args, f"-c:v:{i}") for i in range(4)] == ["libx264"] * 4
     assert value(args, "-preset:v:0") == "veryfast"
-    assert (value(args, "-b:v:1"), value(args, "-maxrate:v:1"), value(args, "-bufsize:v:1")) == ("2800000", "2996000", "4200000")
+    assert (value(args, "-b:v:1"), value(args, "-maxrate:v:1"), value(args, "-bufsize:v:1")) == (
+        "2800000",
+        "2996000",
+        "4200000",
+    )
     assert (value(args, "-c:a"), value(args, "-b:a:0"), value(args, "-b:a:3")) == ("aac", "128000", "96000")
     assert "-hwaccel" not in args and "-ac:a:0" not in args
 
@@ -68,9 +83,13 @@ def test_hls_output_options() -> None:
     assert args[-1] == "/out/hls/%v/index.m3u8"
 
 
-@pytest.mark.parametrize(("fps", "segment", "gop"), [(30.0, 6, "180"), (25.0, 6, "150"), (29.97, 4, "120"), (None, 6, "180"),
-                                                     (90000.0, 6, "180")])
-def test_gop_is_one_segment_long_and_keyframes_are_forced_on_boundaries(fps: float | None, segment: int, gop: str) -> None:
+@pytest.mark.parametrize(
+    ("fps", "segment", "gop"),
+    [(30.0, 6, "180"), (25.0, 6, "150"), (29.97, 4, "120"), (None, 6, "180"), (90000.0, 6, "180")],
+)
+def test_gop_is_one_segment_long_and_keyframes_are_forced_on_boundaries(
+    fps: float | None, segment: int, gop: str
+) -> None:
     args = ladder_args(source(fps=fps), segment_seconds=segment)
 
     assert value(args, "-g") == gop and value(args, "-keyint_min") == gop
@@ -110,7 +129,14 @@ def test_vaapi_uses_the_render_device_and_scale_vaapi() -> None:
     args = ladder_args(source(), "vaapi")
 
     prefix = args[: args.index("-i")]
-    assert prefix[:6] == ["-hwaccel", "vaapi", "-hwaccel_device", "/dev/dri/renderD129", "-hwaccel_output_format", "vaapi"]
+    assert prefix[:6] == [
+        "-hwaccel",
+        "vaapi",
+        "-hwaccel_device",
+        "/dev/dri/renderD129",
+        "-hwaccel_output_format",
+        "vaapi",
+    ]
     assert "[s2]scale_vaapi=w=854:h=480:format=nv12,setsar=1[v2]" in value(args, "-filter_complex")
     assert [value(args, f"-c:v:{i}") for i in range(4)] == ["h264_vaapi"] * 4
     assert "-preset:v:0" not in args
@@ -133,7 +159,11 @@ def test_qsv_names_its_decoder_and_uses_scale_qsv() -> None:
     ("backend", "device_args", "upload"),
     [
         ("nvenc", ["-init_hw_device", "cuda=gpu", "-filter_hw_device", "gpu"], "format=yuv420p,hwupload"),
-        ("vaapi", ["-init_hw_device", "vaapi=gpu:/dev/dri/renderD129", "-filter_hw_device", "gpu"], "format=nv12,hwupload"),
+        (
+            "vaapi",
+            ["-init_hw_device", "vaapi=gpu:/dev/dri/renderD129", "-filter_hw_device", "gpu"],
+            "format=nv12,hwupload",
+        ),
         ("qsv", ["-init_hw_device", "qsv=gpu", "-filter_hw_device", "gpu"], "format=nv12,hwupload=extra_hw_frames=64"),
     ],
 )
@@ -171,5 +201,8 @@ def test_single_rung_graph_has_no_split() -> None:
 def test_smoke_test_encodes_one_frame_with_the_backend_encoder(backend: Backend) -> None:
     args = smoke_test_args(backend, vaapi_device="/dev/dri/renderD128")
     assert value(args, "-frames:v") == "1"
-    assert value(args, "-c:v") == {"cpu": "libx264", "nvenc": "h264_nvenc", "vaapi": "h264_vaapi", "qsv": "h264_qsv"}[backend]
+    assert (
+        value(args, "-c:v")
+        == {"cpu": "libx264", "nvenc": "h264_nvenc", "vaapi": "h264_vaapi", "qsv": "h264_qsv"}[backend]
+    )
     assert args[-3:] == ["-f", "null", "-"]

@@ -38,8 +38,9 @@ ENCODERS = """Encoders:
 
 
 def caps(*usable: str) -> HwCapabilities:
-    return HwCapabilities(compiled_encoders=parse_encoder_list(ENCODERS), hwaccels=("cuda", "qsv"),
-                          usable_backends=usable)  # type: ignore[arg-type]
+    return HwCapabilities(
+        compiled_encoders=parse_encoder_list(ENCODERS), hwaccels=("cuda", "qsv"), usable_backends=usable
+    )  # type: ignore[arg-type]
 
 
 def test_encoder_and_hwaccel_listings() -> None:
@@ -93,12 +94,18 @@ def test_master_playlist_round_trip() -> None:
 
 
 def test_attribute_lists_keep_commas_inside_quotes() -> None:
-    assert parse_attributes('CODECS="a,b",BANDWIDTH=1,NAME="x y"') == {"CODECS": '"a,b"', "BANDWIDTH": "1", "NAME": '"x y"'}
+    assert parse_attributes('CODECS="a,b",BANDWIDTH=1,NAME="x y"') == {
+        "CODECS": '"a,b"',
+        "BANDWIDTH": "1",
+        "NAME": '"x y"',
+    }
 
 
 def test_segment_durations(tmp_path: Path) -> None:
     playlist = tmp_path / "index.m3u8"
-    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.000000,\nseg_00000.ts\n#EXTINF:2.5,\nseg_00001.ts\n#EXT-X-ENDLIST\n")
+    playlist.write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.000000,\nseg_00000.ts\n#EXTINF:2.5,\nseg_00001.ts\n#EXT-X-ENDLIST\n"
+    )
     assert segment_durations(playlist) == [6.0, 2.5]
 
 
@@ -136,13 +143,34 @@ def test_ffprobe_json_edge_cases() -> None:
     data = {
         "format": {"format_name": "mov,mp4", "duration": "N/A"},
         "streams": [
-            {"index": 0, "codec_type": "audio", "codec_name": "aac", "channels": 2, "sample_rate": "44100", "duration": "12.5"},
+            {
+                "index": 0,
+                "codec_type": "audio",
+                "codec_name": "aac",
+                "channels": 2,
+                "sample_rate": "44100",
+                "duration": "12.5",
+            },
             # Cover art is a one-frame video stream that must not count as video.
-            {"index": 1, "codec_type": "video", "codec_name": "mjpeg", "width": 600, "height": 600,
-             "disposition": {"attached_pic": 1}},
-            {"index": 2, "codec_type": "video", "codec_name": "h264", "width": 1920, "height": 1080,
-             "avg_frame_rate": "0/0", "r_frame_rate": "25/1", "sample_aspect_ratio": "0:1",
-             "tags": {"rotate": "-90"}},
+            {
+                "index": 1,
+                "codec_type": "video",
+                "codec_name": "mjpeg",
+                "width": 600,
+                "height": 600,
+                "disposition": {"attached_pic": 1},
+            },
+            {
+                "index": 2,
+                "codec_type": "video",
+                "codec_name": "h264",
+                "width": 1920,
+                "height": 1080,
+                "avg_frame_rate": "0/0",
+                "r_frame_rate": "25/1",
+                "sample_aspect_ratio": "0:1",
+                "tags": {"rotate": "-90"},
+            },
         ],
     }
     info = media_info_from_ffprobe("song.m4a", data)

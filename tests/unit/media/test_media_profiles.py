@@ -19,8 +19,16 @@ LADDER = builtin_profile("hls-default")
 
 
 def source(width: int, height: int, *, rotation: int = 0, sar: float = 1.0) -> MediaInfo:
-    video = VideoStreamInfo(index=0, codec="h264", width=width, height=height, fps=30.0, pix_fmt="yuv420p",
-                            rotation=rotation, sample_aspect_ratio=sar)
+    video = VideoStreamInfo(
+        index=0,
+        codec="h264",
+        width=width,
+        height=height,
+        fps=30.0,
+        pix_fmt="yuv420p",
+        rotation=rotation,
+        sample_aspect_ratio=sar,
+    )
     audio = AudioStreamInfo(index=1, codec="aac", channels=2, sample_rate=48_000)
     return MediaInfo(path="in.mp4", format_name="mp4", duration=10.0, video_streams=[video], audio_streams=[audio])
 
@@ -41,15 +49,24 @@ def test_builtin_profiles() -> None:
 
 
 def test_custom_profile_from_a_dict() -> None:
-    profile = load_profile({
-        "name": "compact",
-        "segment_seconds": 4,
-        "renditions": [
-            {"name": "low", "width": 640, "height": 360, "video_bitrate": "600k", "audio_bitrate": "64k"},
-            {"name": "high", "width": 1280, "height": 720, "video_bitrate": "2.5M", "maxrate": "3M", "bufsize": 5_000_000,
-             "preset": "fast"},
-        ],
-    })
+    profile = load_profile(
+        {
+            "name": "compact",
+            "segment_seconds": 4,
+            "renditions": [
+                {"name": "low", "width": 640, "height": 360, "video_bitrate": "600k", "audio_bitrate": "64k"},
+                {
+                    "name": "high",
+                    "width": 1280,
+                    "height": 720,
+                    "video_bitrate": "2.5M",
+                    "maxrate": "3M",
+                    "bufsize": 5_000_000,
+                    "preset": "fast",
+                },
+            ],
+        }
+    )
 
     assert profile.kind == "hls" and profile.segment_seconds == 4
     assert [r.name for r in profile.renditions] == ["high", "low"]  # ordered top rung first
@@ -95,7 +112,10 @@ def test_with_preset_changes_every_rung_and_nothing_else() -> None:
 
 def test_full_hd_source_keeps_every_rung() -> None:
     assert sizes("hls-default", source(1920, 1080)) == [
-        ("1080p", 1920, 1080), ("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360),
+        ("1080p", 1920, 1080),
+        ("720p", 1280, 720),
+        ("480p", 854, 480),
+        ("360p", 640, 360),
     ]
 
 

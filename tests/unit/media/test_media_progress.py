@@ -101,7 +101,10 @@ def test_garbage_lines_are_ignored() -> None:
     assert parser.feed("not a key value line\n") is None
 
 
-MOOV = ["[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55df3eddd1c0] moov atom not found", "in.mp4: Invalid data found when processing input"]
+MOOV = [
+    "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55df3eddd1c0] moov atom not found",
+    "in.mp4: Invalid data found when processing input",
+]
 
 
 def test_corrupt_input_is_permanent_and_named() -> None:
@@ -111,7 +114,10 @@ def test_corrupt_input_is_permanent_and_named() -> None:
 
 
 def test_disk_full_is_transient_even_alongside_other_errors() -> None:
-    lines = ["av_interleaved_write_frame(): No space left on device", "Error writing trailer of out.ts: Invalid argument"]
+    lines = [
+        "av_interleaved_write_frame(): No space left on device",
+        "Error writing trailer of out.ts: Invalid argument",
+    ]
     error = classify_failure("ffmpeg", 1, lines)
     assert isinstance(error, TransientError)
     assert error.reason == "disk full while running ffmpeg: av_interleaved_write_frame(): No space left on device"

@@ -12,15 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelhouse.archive.twitch.helix import HelixVideo, parse_twitch_duration
-from reelhouse.archive.twitch.oauth import OAuthTokens, TwitchOAuth, backoff_delay, parse_retry_at
-from reelhouse.archive.youtube import (
+from reelhouse.archive.twitch.oauth import OAuthTokens, TwitchOAuth
+from reelhouse.core.jobs.retry import backoff_delay
+from reelhouse.core.providers.errors import Rejected
+from reelhouse.core.providers.http import parse_retry_at
+from reelhouse.core.providers.youtube import (
     QUOTA_TIMEZONE,
     VideoMetadata,
     YouTubeClient,
     YouTubeTokens,
     next_quota_reset,
 )
-from reelhouse.core.jobs.errors import PermanentError
 
 small = st.integers(min_value=0, max_value=10_000)
 
@@ -52,12 +54,23 @@ def test_malformed_durations_are_rejected(text):
 
 def test_helix_video_payload_becomes_typed_model():
     payload = {
-        "id": "335921245", "stream_id": "", "user_id": "141981764", "user_login": "twitchdev",
-        "user_name": "TwitchDev", "title": "Twitch Developers 101", "description": "Welcome",
-        "created_at": "2018-11-14T21:30:18Z", "published_at": "2018-11-14T22:04:30Z",
-        "url": "https://www.twitch.tv/videos/335921245", "thumbnail_url": "https://x/%{width}x%{height}.jpg",
-        "viewable": "public", "view_count": 1863062, "language": "en", "type": "upload",
-        "duration": "3m21s", "muted_segments": None,
+        "id": "335921245",
+        "stream_id": "",
+        "user_id": "141981764",
+        "user_login": "twitchdev",
+        "user_name": "TwitchDev",
+        "title": "Twitch Developers 101",
+        "description": "Welcome",
+        "created_at": "2018-11-14T21:30:18Z",
+        "published_at": "2018-11-14T22:04:30Z",
+        "url": "https://www.twitch.tv/videos/335921245",
+        "thumbnail_url": "https://x/%{width}x%{height}.jpg",
+        "viewable": "public",
+        "view_count": 1863062,
+        "language": "en",
+        "type": "upload",
+        "duration": "3m21s",
+        "muted_segments": None,
     }
     video = HelixVideo.model_validate(payload)
     assert video.duration == 201
@@ -115,7 +128,7 @@ def test_quota_reset_properties(now):
 @given(attempt=st.integers(1, 40), base=st.floats(0.001, 10), cap=st.floats(0.001, 60))
 def test_backoff_is_bounded_and_jittered_within_half(attempt, base, cap):
     ceiling = min(cap, base * 2 ** (attempt - 1))
-    assert ceiling / 2 <= backoff_delay(attempt, base, cap) <= ceiling
+    assert ceiling / 2 <= backoff_delay(attempt, base=base, cap=cap).total_seconds() <= ceiling
 
 
 def test_video_metadata_resource_shape():
@@ -162,8 +175,9 @@ async def test_upload_rejects_unaligned_chunk_sizes_before_any_request(tmp_path,
         sent.append(request)
         return httpx.Response(500)
 
-    async with YouTubeClient("c", "s", load_tokens=_no_tokens, save_tokens=_discard,
-                             transport=httpx.MockTransport(record)) as client:
+    async with YouTubeClient(
+        "c", "s", load_tokens=_no_tokens, save_tokens=_discard, transport=httpx.MockTransport(record)
+    ) as client:
         with pytest.raises(ValueError, match="multiple of 262144"):
             await client.upload("https://up.example/upload?upload_id=x", path, chunk_size=chunk_size)
     assert sent == []
@@ -181,8 +195,9 @@ async def test_session_uri_on_a_foreign_host_never_gets_the_token(tmp_path):
     async def tokens() -> YouTubeTokens:
         return YouTubeTokens("acc", "ref", datetime.now(UTC) + timedelta(hours=1))
 
-    async with YouTubeClient("c", "s", load_tokens=tokens, save_tokens=_discard,
-                             transport=httpx.MockTransport(record)) as client:
-        with pytest.raises(PermanentError, match="configured API host"):
+    async with YouTubeClient(
+        "c", "s", load_tokens=tokens, save_tokens=_discard, transport=httpx.MockTransport(record)
+    ) as client:
+        with pytest.raises(Rejected, match="configured API host"):
             await client.upload("https://evil.example/upload?upload_id=x", path)
     assert sent == []

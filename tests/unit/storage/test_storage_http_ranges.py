@@ -32,7 +32,10 @@ def test_satisfiable_or_ignored(header: str | None, size: int, expected: tuple[i
     assert parse_range_header(header, size) == expected
 
 
-@pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=100-200", 100), ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0)])
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=100-", 100), ("bytes=100-200", 100), ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0)],
+)
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(InvalidRange):
         parse_range_header(header, size)

@@ -20,7 +20,16 @@ from reelhouse.core.storage.base import (
 
 @pytest.mark.parametrize(
     "key",
-    ["a", "vods/123/source.mp4", "hls/720p/seg_00001.ts", "name with spaces.mp4", "ünïcødé/文件.mkv", "a/.hidden", "x..y/z", "a:b"],
+    [
+        "a",
+        "vods/123/source.mp4",
+        "hls/720p/seg_00001.ts",
+        "name with spaces.mp4",
+        "ünïcødé/文件.mkv",
+        "a/.hidden",
+        "x..y/z",
+        "a:b",
+    ],
 )
 def test_valid_keys_are_returned_unchanged(key: str) -> None:
     assert validate_key(key) == key

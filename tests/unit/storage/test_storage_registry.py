@@ -131,7 +131,7 @@ async def test_third_party_backend_is_found_through_entry_points(tmp_path: Path)
 
 @pytest.mark.usefixtures("plugin_on_path")
 def test_broken_plugins_are_named(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="'broken'.*does_not_exist"):
+    with pytest.raises(StorageError, match=r"'broken'.*does_not_exist"):
         load_backend("broken")
     settings = make_settings(tmp_path)
     settings.storage.storage_backend = "bogus"  # type: ignore[assignment]
