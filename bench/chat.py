@@ -38,9 +38,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.* (the fakes) from the repo root
 
-from reelhouse.archive.chat.recorder import ChatRecorder, ensure_vod  # noqa: E402
-from reelhouse.archive.chat.rows import build_row  # noqa: E402
-from reelhouse.archive.chat.writer import (  # noqa: E402
+from reelhouse.archive.chat.recorder import ChatRecorder
+from reelhouse.archive.chat.rows import build_row
+from reelhouse.archive.chat.writer import (
     _PG_INSERT_ONE,
     _QUOTED,
     _SQLITE_INSERT,
@@ -49,13 +49,14 @@ from reelhouse.archive.chat.writer import (  # noqa: E402
     _asyncpg_connection,
     sqlite_timestamp,
 )
-from reelhouse.archive.twitch.irc_client import TwitchChatClient  # noqa: E402
-from reelhouse.archive.twitch.chat_events import ChatMessage  # noqa: E402
-from reelhouse.config import Settings  # noqa: E402
-from reelhouse.core.db.engine import create_engine  # noqa: E402
-from reelhouse.core.db.migrate import run_migrations  # noqa: E402
-from reelhouse.core.memory import tune_garbage_collector  # noqa: E402
-from tests.integration.chat_store.irc_process import IrcServerProcess  # noqa: E402
+from reelhouse.archive.store.chat import ensure_vod
+from reelhouse.archive.twitch.chat_events import ChatMessage
+from reelhouse.archive.twitch.irc_client import TwitchChatClient
+from reelhouse.config import Settings
+from reelhouse.core.db.engine import create_engine
+from reelhouse.core.db.migrate import run_migrations
+from reelhouse.core.memory import tune_garbage_collector
+from tests.integration.chat_store.irc_process import IrcServerProcess
 
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CHANNELS = ["alpha", "bravo", "charlie"]
@@ -117,6 +118,7 @@ async def socket_to_table(engine, irc: IrcServerProcess, count: int, per_row: bo
     client = TwitchChatClient(CHANNELS, host=irc.host, port=irc.port, queue_size=count + 1000)
     stored = 0
     if per_row:
+
         async def consume() -> None:
             nonlocal stored
             start = START.timestamp()
@@ -132,6 +134,7 @@ async def socket_to_table(engine, irc: IrcServerProcess, count: int, per_row: bo
                         await conn.exec_driver_sql(_SQLITE_INSERT, (*row[:4], sqlite_timestamp(row[4]), *row[5:]))
                         await conn.commit()
                     stored += 1
+
         writer = None
     else:
         writer = ChatWriter(engine, batch_size=2000, queue_size=count + 1)
@@ -181,8 +184,9 @@ async def capture(irc: IrcServerProcess, count: int) -> list[ChatMessage]:
 # ---- driver ---------------------------------------------------------------------------------
 async def empty_table(engine) -> None:
     async with engine.begin() as conn:
-        await conn.exec_driver_sql("DELETE FROM chat_messages" if engine.dialect.name == "sqlite"
-                                   else "TRUNCATE chat_messages")
+        await conn.exec_driver_sql(
+            "DELETE FROM chat_messages" if engine.dialect.name == "sqlite" else "TRUNCATE chat_messages"
+        )
 
 
 async def timed(engine, run: Callable[..., Awaitable[float]], *args) -> float:
@@ -190,14 +194,15 @@ async def timed(engine, run: Callable[..., Awaitable[float]], *args) -> float:
     return await run(engine, *args)
 
 
-async def bench_backend(name: str, url: str, irc: IrcServerProcess, events: list[ChatMessage],
-                        args: argparse.Namespace) -> list[str]:
+async def bench_backend(
+    name: str, url: str, irc: IrcServerProcess, events: list[ChatMessage], args: argparse.Namespace
+) -> list[str]:
     engine = create_engine(url)
     try:
         await run_migrations(engine)
         for channel in CHANNELS:
             await ensure_vod(engine, f"vod-{channel}", channel=channel, started_at=START)
-        few = events[:args.per_row]
+        few = events[: args.per_row]
         results: dict[str, list[float]] = {"reelhouse": [], "per_row": [], "bare": []}
         for round_number in range(args.repeat):
             results["reelhouse"].append(len(events) / await timed(engine, reelhouse_storage, events))
@@ -213,7 +218,9 @@ async def bench_backend(name: str, url: str, irc: IrcServerProcess, events: list
         streamed = []
         for round_number in range(args.repeat):
             await empty_table(engine)
-            streamed.append(args.stream_messages / await socket_to_table(engine, irc, args.stream_messages, per_row=False))
+            streamed.append(
+                args.stream_messages / await socket_to_table(engine, irc, args.stream_messages, per_row=False)
+            )
             log(f"{name} socket to table round {round_number + 1}: reelhouse {streamed[-1]:,.0f}/s")
         e2e = statistics.median(streamed)
         await empty_table(engine)
@@ -235,20 +242,31 @@ async def bench_backend(name: str, url: str, irc: IrcServerProcess, events: list
 
 
 def header(args: argparse.Namespace, server_version: str) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    ).stdout.strip()
     rows = [
         ("Command", f"`{shlex.join(sys.orig_argv)}` at reelhouse commit {commit or 'unknown'}"),
-        ("Python / PostgreSQL / SQLite", f"{platform.python_version()} / {server_version} / "
-                                         f"{__import__('sqlite3').sqlite_version}"),
+        (
+            "Python / PostgreSQL / SQLite",
+            f"{platform.python_version()} / {server_version} / {__import__('sqlite3').sqlite_version}",
+        ),
         ("asyncpg / aiosqlite / SQLAlchemy", " / ".join(version(p) for p in ("asyncpg", "aiosqlite", "sqlalchemy"))),
         ("GC", f"generation-0 threshold {__import__('gc').get_threshold()[0]} (GC_GEN0_THRESHOLD, as `serve`)"),
         ("Machine", f"{platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f} at start"),
-        ("Messages", f"storage: {args.messages:,} PRIVMSGs over {len(CHANNELS)} channels (per-row: first "
-                     f"{args.per_row:,}); socket to table: {args.stream_messages:,}; median of {args.repeat} rounds"),
+        (
+            "Messages",
+            f"storage: {args.messages:,} PRIVMSGs over {len(CHANNELS)} channels (per-row: first "
+            f"{args.per_row:,}); socket to table: {args.stream_messages:,}; median of {args.repeat} rounds",
+        ),
     ]
-    return "\n".join(["## Chat ingest: batched vs one INSERT per message vs bare COPY", "", "| | |", "|---|---|"]
-                     + [f"| {k} | {v} |" for k, v in rows])
+    return "\n".join(
+        ["## Chat ingest: batched vs one INSERT per message vs bare COPY", "", "| | |", "|---|---|"]
+        + [f"| {k} | {v} |" for k, v in rows]
+    )
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -267,8 +285,10 @@ async def bench(args: argparse.Namespace) -> None:
                 for name, url in backends.items():
                     if args.backend in ("both", name.lower()):
                         rows += await bench_backend(name, url, irc, events, args)
-        print("| backend | path | messages | msgs/s | vs one INSERT per message | vs bare limit |\n"
-              "|---|---|---:|---:|---:|---:|")
+        print(
+            "| backend | path | messages | msgs/s | vs one INSERT per message | vs bare limit |\n"
+            "|---|---|---:|---:|---:|---:|"
+        )
         print("\n".join(rows))
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -279,8 +299,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--per-row", type=int, default=10_000, help="messages for the per-row way (it is slow)")
-    parser.add_argument("--stream-messages", type=int, default=300_000,
-                        help="messages per socket-to-table round (long enough to be a sustained rate)")
+    parser.add_argument(
+        "--stream-messages",
+        type=int,
+        default=300_000,
+        help="messages per socket-to-table round (long enough to be a sustained rate)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["both", "postgresql", "sqlite"], default="both")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 messages, 1 round")

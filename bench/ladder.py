@@ -47,13 +47,38 @@ def run(argv: list[str]) -> None:
 
 
 def make_source(path: Path, duration: int) -> None:
-    run([
-        FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={duration}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration}",
-        "-c:v", "libx264", "-preset", "veryfast", "-b:v", "8M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
-        "-movflags", "+faststart", str(path),
-    ])
+    run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1920x1080:rate=30:duration={duration}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={duration}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "8M",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ]
+    )
 
 
 def reelhouse_ladder(source: Path, out: Path, preset: str) -> None:
@@ -63,46 +88,163 @@ def reelhouse_ladder(source: Path, out: Path, preset: str) -> None:
 
 def bare_ffmpeg_ladder(source: Path, out: Path, preset: str) -> None:
     out.mkdir(parents=True)
-    run([
-        FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-y",
-        "-i", str(source),
-        "-filter_complex",
-        "[0:v]split=4[s0][s1][s2][s3];"
-        "[s0]scale=1920:1080:flags=bicubic,setsar=1,format=yuv420p[v0];"
-        "[s1]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v1];"
-        "[s2]scale=854:480:flags=bicubic,setsar=1,format=yuv420p[v2];"
-        "[s3]scale=640:360:flags=bicubic,setsar=1,format=yuv420p[v3]",
-        "-map", "[v0]", "-map", "0:a:0", "-map", "[v1]", "-map", "0:a:0",
-        "-map", "[v2]", "-map", "0:a:0", "-map", "[v3]", "-map", "0:a:0",
-        "-c:v", "libx264", "-preset", preset,
-        "-b:v:0", "5000000", "-maxrate:v:0", "5350000", "-bufsize:v:0", "7500000",
-        "-b:v:1", "2800000", "-maxrate:v:1", "2996000", "-bufsize:v:1", "4200000",
-        "-b:v:2", "1400000", "-maxrate:v:2", "1498000", "-bufsize:v:2", "2100000",
-        "-b:v:3", "800000", "-maxrate:v:3", "856000", "-bufsize:v:3", "1200000",
-        "-c:a", "aac", "-b:a:0", "128000", "-b:a:1", "128000", "-b:a:2", "96000", "-b:a:3", "96000",
-        "-g", GOP, "-keyint_min", GOP, "-sc_threshold", "0", "-force_key_frames", "expr:gte(t,n_forced*6)",
-        "-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_list_size", "0",
-        "-hls_flags", "independent_segments", "-hls_segment_type", "mpegts",
-        "-hls_segment_filename", f"{out}/%v/seg_%05d.ts", "-master_pl_name", "master.m3u8",
-        "-var_stream_map", "v:0,a:0,name:1080p v:1,a:1,name:720p v:2,a:2,name:480p v:3,a:3,name:360p",
-        f"{out}/%v/index.m3u8",
-    ])
+    run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "warning",
+            "-y",
+            "-i",
+            str(source),
+            "-filter_complex",
+            "[0:v]split=4[s0][s1][s2][s3];"
+            "[s0]scale=1920:1080:flags=bicubic,setsar=1,format=yuv420p[v0];"
+            "[s1]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v1];"
+            "[s2]scale=854:480:flags=bicubic,setsar=1,format=yuv420p[v2];"
+            "[s3]scale=640:360:flags=bicubic,setsar=1,format=yuv420p[v3]",
+            "-map",
+            "[v0]",
+            "-map",
+            "0:a:0",
+            "-map",
+            "[v1]",
+            "-map",
+            "0:a:0",
+            "-map",
+            "[v2]",
+            "-map",
+            "0:a:0",
+            "-map",
+            "[v3]",
+            "-map",
+            "0:a:0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+            "-b:v:0",
+            "5000000",
+            "-maxrate:v:0",
+            "5350000",
+            "-bufsize:v:0",
+            "7500000",
+            "-b:v:1",
+            "2800000",
+            "-maxrate:v:1",
+            "2996000",
+            "-bufsize:v:1",
+            "4200000",
+            "-b:v:2",
+            "1400000",
+            "-maxrate:v:2",
+            "1498000",
+            "-bufsize:v:2",
+            "2100000",
+            "-b:v:3",
+            "800000",
+            "-maxrate:v:3",
+            "856000",
+            "-bufsize:v:3",
+            "1200000",
+            "-c:a",
+            "aac",
+            "-b:a:0",
+            "128000",
+            "-b:a:1",
+            "128000",
+            "-b:a:2",
+            "96000",
+            "-b:a:3",
+            "96000",
+            "-g",
+            GOP,
+            "-keyint_min",
+            GOP,
+            "-sc_threshold",
+            "0",
+            "-force_key_frames",
+            "expr:gte(t,n_forced*6)",
+            "-f",
+            "hls",
+            "-hls_time",
+            "6",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_list_size",
+            "0",
+            "-hls_flags",
+            "independent_segments",
+            "-hls_segment_type",
+            "mpegts",
+            "-hls_segment_filename",
+            f"{out}/%v/seg_%05d.ts",
+            "-master_pl_name",
+            "master.m3u8",
+            "-var_stream_map",
+            "v:0,a:0,name:1080p v:1,a:1,name:720p v:2,a:2,name:480p v:3,a:3,name:360p",
+            f"{out}/%v/index.m3u8",
+        ]
+    )
 
 
 def per_rung_ladder(source: Path, out: Path, preset: str) -> None:
     for name, width, height, video, maxrate, bufsize, audio in RUNGS:
         (out / name).mkdir(parents=True)
-        run([
-            FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-y",
-            "-i", str(source),
-            "-vf", f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p",
-            "-map", "0:v:0", "-map", "0:a:0",
-            "-c:v", "libx264", "-preset", preset, "-b:v", video, "-maxrate", maxrate, "-bufsize", bufsize,
-            "-c:a", "aac", "-b:a", audio,
-            "-g", GOP, "-keyint_min", GOP, "-sc_threshold", "0", "-force_key_frames", "expr:gte(t,n_forced*6)",
-            "-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_list_size", "0",
-            "-hls_segment_filename", f"{out}/{name}/seg_%05d.ts", f"{out}/{name}/index.m3u8",
-        ])
+        run(
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-nostdin",
+                "-nostats",
+                "-loglevel",
+                "warning",
+                "-y",
+                "-i",
+                str(source),
+                "-vf",
+                f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p",
+                "-map",
+                "0:v:0",
+                "-map",
+                "0:a:0",
+                "-c:v",
+                "libx264",
+                "-preset",
+                preset,
+                "-b:v",
+                video,
+                "-maxrate",
+                maxrate,
+                "-bufsize",
+                bufsize,
+                "-c:a",
+                "aac",
+                "-b:a",
+                audio,
+                "-g",
+                GOP,
+                "-keyint_min",
+                GOP,
+                "-sc_threshold",
+                "0",
+                "-force_key_frames",
+                "expr:gte(t,n_forced*6)",
+                "-f",
+                "hls",
+                "-hls_time",
+                "6",
+                "-hls_playlist_type",
+                "vod",
+                "-hls_list_size",
+                "0",
+                "-hls_segment_filename",
+                f"{out}/{name}/seg_%05d.ts",
+                f"{out}/{name}/index.m3u8",
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -150,9 +292,11 @@ def main() -> None:
 
     wall = {name: statistics.median(s.wall for s in runs) for name, runs in samples.items()}
     cpu = {name: statistics.median(s.cpu for s in runs) for name, runs in samples.items()}
-    print(f"HLS ladder, 4 rungs (1080p/720p/480p/360p), {options.duration} s 1080p30 source, "
-          f"x264 preset {options.preset}, median of {options.repeats}, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs")
+    print(
+        f"HLS ladder, 4 rungs (1080p/720p/480p/360p), {options.duration} s 1080p30 source, "
+        f"x264 preset {options.preset}, median of {options.repeats}, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
     print(f"  {'strategy':<32} {'wall s':>8} {'CPU s':>8}   runs (wall/CPU)")
     for name, runs in samples.items():
         detail = ", ".join(f"{s.wall:.1f}/{s.cpu:.1f}" for s in runs)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from ladder import Sample, bare_ffmpeg_ladder, cpu_seconds, make_source, timed  # bench/ladder.py
-
 from reelhouse.config import Settings
 from reelhouse.core.db import migrate
 from reelhouse.core.jobs.control import get_job
@@ -50,8 +49,12 @@ def _with_encode_migrations() -> None:
 
 async def run_job(source: Path, work: Path, preset: str) -> Sample:
     work.mkdir(parents=True)
-    os.environ.update(DATA_DIR=str(work / "data"), DATABASE_URL=f"sqlite+aiosqlite:///{work / 'bench.db'}",
-                      STORAGE_BACKEND="fs", HW_ACCEL="none")
+    os.environ.update(
+        DATA_DIR=str(work / "data"),
+        DATABASE_URL=f"sqlite+aiosqlite:///{work / 'bench.db'}",
+        STORAGE_BACKEND="fs",
+        HW_ACCEL="none",
+    )
     runtime = build_runtime(Settings(), load_domains=False)
     domain = setup(runtime)
     await migrate.run_migrations(runtime.engine)
@@ -61,9 +64,17 @@ async def run_job(source: Path, work: Path, preset: str) -> Sample:
     running = asyncio.create_task(worker.run())
     try:
         wall, cpu = time.perf_counter(), cpu_seconds()
-        submitted = await submit_encode(domain.service, domain.pipeline,
-                                        EncodeRequest(source_kind="key", source_key=key, preset=preset), actor="bench")
-        while (job := await get_job(runtime.engine, submitted["job_id"]))["status"] not in ("completed", "failed", "dead"):
+        submitted = await submit_encode(
+            domain.service,
+            domain.pipeline,
+            EncodeRequest(source_kind="key", source_key=key, preset=preset),
+            actor="bench",
+        )
+        while (job := await get_job(runtime.engine, submitted["job_id"]))["status"] not in (
+            "completed",
+            "failed",
+            "dead",
+        ):
             await asyncio.sleep(0.05)
         sample = Sample(time.perf_counter() - wall, cpu_seconds() - cpu)
         if job["status"] != "completed":
@@ -97,13 +108,17 @@ def main() -> None:
     def median(samples: list[Sample], field: str) -> float:
         return statistics.median(getattr(s, field) for s in samples)
 
-    print(f"HLS ladder job vs bare ffmpeg: {options.duration}s 1080p30 source, preset {options.preset}, "
-          f"median of {options.repeats}")
+    print(
+        f"HLS ladder job vs bare ffmpeg: {options.duration}s 1080p30 source, preset {options.preset}, "
+        f"median of {options.repeats}"
+    )
     print(f"{'strategy':<34}{'wall s':>10}{'cpu s':>10}")
     for name, samples in (("a encode job (API->worker->storage)", jobs), ("b bare ffmpeg, one process", bare)):
         print(f"{name:<34}{median(samples, 'wall'):>10.2f}{median(samples, 'cpu'):>10.2f}")
-    print(f"ratio a/b wall {median(jobs, 'wall') / median(bare, 'wall'):.3f}   "
-          f"cpu {median(jobs, 'cpu') / median(bare, 'cpu'):.3f}")
+    print(
+        f"ratio a/b wall {median(jobs, 'wall') / median(bare, 'wall'):.3f}   "
+        f"cpu {median(jobs, 'cpu') / median(bare, 'cpu'):.3f}"
+    )
 
 
 if __name__ == "__main__":
