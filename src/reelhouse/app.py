@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.status_cache = status_cache
     install_error_handlers(app)
     document_errors(app)
+    runtime.build_http()
     for router in (health.router, status.router, jobs.router, auth.router, config_router(runtime), *runtime.routers):
         app.include_router(router)
     install_web(app, runtime)

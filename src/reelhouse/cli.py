@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import typer
+import typer.main
+from typer import _click as click
+from typer.core import TyperGroup
 
 from reelhouse.config import ConfigError
 from reelhouse.core.cli.admin import admin_app
@@ -18,14 +21,36 @@ from reelhouse.core.cli.backup import backup_app
 from reelhouse.core.cli.common import console, fail, load_settings, print_json, with_runtime
 from reelhouse.core.cli.jobs import jobs_app, tasks_app
 
-app = typer.Typer(help="reelhouse: self-hosted video operations.", no_args_is_help=True)
+
+class RootCommands(TyperGroup):
+    """Core's commands, and the domains' command groups (`reelhouse vod ...`, `reelhouse chat
+    ...`) from the `reelhouse.cli` entry points. A domain's group is imported when it is the
+    command run, or when help lists every group: each imports its domain's services (a few
+    hundred milliseconds), which a command of another domain, or a worker, should not pay."""
+
+    @staticmethod
+    def domain_groups() -> dict[str, EntryPoint]:
+        return {entry.name: entry for entry in entry_points(group="reelhouse.cli")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        core = super().list_commands(ctx)
+        return [*core, *sorted(name for name in self.domain_groups() if name not in core)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        entry = self.domain_groups().get(cmd_name) if found is None else None
+        if entry is not None:
+            found = typer.main.get_group(entry.load())
+            found.name = cmd_name
+            self.add_command(found, cmd_name)
+        return found
+
+
+app = typer.Typer(help="reelhouse: self-hosted video operations.", no_args_is_help=True, cls=RootCommands)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(admin_app, name="admin")
 app.add_typer(backup_app, name="backup")
-# Domains add their command groups (`reelhouse vod ...`, `reelhouse chat ...`) by entry point.
-for _entry in entry_points(group="reelhouse.cli"):
-    app.add_typer(_entry.load(), name=_entry.name)
 
 
 @app.command()

@@ -20,13 +20,10 @@ from reelhouse.archive.chat.reconcile import reconcile_task
 from reelhouse.archive.chat.service import ChatService, run_chat_service
 from reelhouse.archive.chat.settings import ChatSettings
 from reelhouse.archive.errors import as_task_errors
-from reelhouse.archive.http import admin, channels, oauth, vods
-from reelhouse.archive.http import chat as chat_routes
 from reelhouse.archive.kinds import ArchiveTask
 from reelhouse.archive.live.settings import LiveSettings
 from reelhouse.archive.live.task import live_record_task, live_trigger
 from reelhouse.archive.live.watch import run_live_watch
-from reelhouse.archive.pages import archive_pages
 from reelhouse.archive.services import ArchiveServices, VodFiles, YouTubeUploads
 from reelhouse.archive.settings import ArchiveSettings, OAuthFlowSettings
 from reelhouse.archive.status import ArchiveStatus
@@ -183,6 +180,15 @@ def register_tasks(runtime: Runtime, services: ArchiveServices) -> None:
     )
 
 
+def install_http(runtime: Runtime) -> None:
+    """The archive's API routers and browser pages (only when an app is built)."""
+    from reelhouse.archive.http import admin, channels, chat, oauth, vods
+    from reelhouse.archive.pages import archive_pages
+
+    runtime.routers.extend(module.router for module in (vods, chat, channels, admin, oauth))
+    runtime.add_pages(archive_pages())
+
+
 def setup(
     runtime: Runtime, settings: ArchiveSettings | None = None, chat_settings: ChatSettings | None = None
 ) -> ArchiveDomain:
@@ -199,8 +205,7 @@ def setup(
     runtime.overrides.register(archive_settings, OVERRIDABLE)
     register_tasks(runtime, services)
     status = ArchiveStatus(services)
-    runtime.routers.extend([vods.router, chat_routes.router, channels.router, admin.router, oauth.router])
-    runtime.add_pages(archive_pages())
+    runtime.http_installers.append(install_http)
     runtime.status_providers.append(status.status)
     runtime.status_providers.append(_chat_status(services))
     runtime.status_providers.append(_live_status(services))

@@ -69,6 +69,10 @@ class Runtime:
     registry: TaskRegistry = field(default_factory=TaskRegistry)
     periodic: list[PeriodicTask] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
+    # Each domain's HTTP surface (its API routers and browser pages), added to `routers` and
+    # `pages` by `build_http()` when an HTTP app is made. Commands and workers never build one,
+    # so they do not import route modules (FastAPI and pydantic set-up: about a second).
+    http_installers: list[Callable[[Runtime], None]] = field(default_factory=list)
     # Browser pages by domain (`add_pages`), mounted by the web shell with its layout.
     pages: list[PageSet] = field(default_factory=list)
     status_providers: list[StatusProvider] = field(default_factory=list)
@@ -99,6 +103,12 @@ class Runtime:
         if kind in self.components:
             raise ValueError(f"{kind.__name__} provided twice")
         self.components[kind] = component
+
+    def build_http(self) -> None:
+        """Run the domains' HTTP installers (once): `routers` and `pages` are complete after it."""
+        installers, self.http_installers = self.http_installers, []
+        for install in installers:
+            install(self)
 
     def add_pages(self, pages: PageSet) -> None:
         """Register a domain's browser pages; names are template prefixes, so they are unique."""

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from reelhouse.core.jobs.registry import TaskKind
 from reelhouse.core.runtime import Runtime
 from reelhouse.core.security.audit_stream import AuditStream
 from reelhouse.core.security.settings import AuditStreamSettings
-from reelhouse.encode import (
-    http,
-    models,  # noqa: F401 - registers the encode tables on the metadata
-)
+from reelhouse.encode import models  # noqa: F401 - registers the encode tables on the metadata
 from reelhouse.encode.events import EventFeed
-from reelhouse.encode.media import build_media_router
 from reelhouse.encode.metrics import count_event, counted, encode_status, refresh_metrics
-from reelhouse.encode.pages import build_pages
 from reelhouse.encode.pipeline import EncodePipeline
 from reelhouse.encode.plugins import PluginState, build_registry
 from reelhouse.encode.publish import KIND_PUBLISH, Publishing
@@ -51,6 +47,19 @@ async def audit_publisher(runtime: Runtime, stop: asyncio.Event) -> None:
     await stream.run(stop)
 
 
+def install_http(runtime: Runtime, *, service: EncodeService, plugins: PluginState) -> None:
+    """The API routers, the media router and the browser pages (only when an app is built).
+    The server loads the plugins now, so a broken one is logged at start-up."""
+    from reelhouse.encode import http
+    from reelhouse.encode.media import build_media_router
+    from reelhouse.encode.pages import build_pages
+
+    plugins.registry  # noqa: B018 - loads it
+    runtime.routers.extend(http.routers())
+    runtime.routers.append(build_media_router(service))
+    runtime.add_pages(build_pages(service))
+
+
 def setup(runtime: Runtime, settings: EncodeSettings | None = None) -> EncodeDomain:
     """Register the encode task kinds, HTTP routes, browser pages, /status section and /metrics gauges.
 
@@ -76,7 +85,7 @@ def setup(runtime: Runtime, settings: EncodeSettings | None = None) -> EncodeDom
     )
     events = EventFeed(runtime.engine, stale_after=runtime.settings.jobs.worker_stale_after)
     events.listeners.extend([count_event, webhooks.on_event])
-    plugins = PluginState(runtime.engine, build_registry(conf.plugin_dir))
+    plugins = PluginState(runtime.engine, partial(build_registry, conf.plugin_dir))
     publishing = Publishing(service, plugins)
     runtime.registry.register(
         TaskKind(
@@ -97,9 +106,7 @@ def setup(runtime: Runtime, settings: EncodeSettings | None = None) -> EncodeDom
     runtime.services.append(feed)
     if runtime.settings.jobs.nats_url:
         runtime.services.append(audit_publisher)
-    runtime.routers.extend(http.routers())
-    runtime.routers.append(build_media_router(service))
-    runtime.add_pages(build_pages(service))
+    runtime.http_installers.append(partial(install_http, service=service, plugins=plugins))
     runtime.status_providers.append(encode_status)
     runtime.metric_refreshers.append(refresh_metrics)
     runtime.services.append(service.run_service)

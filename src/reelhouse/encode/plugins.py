@@ -15,11 +15,13 @@ change made through `/v1/plugins/{id}/enable|disable` or `PUT /v1/plugins/{id}`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -147,11 +149,19 @@ class PluginRegistry:
 
 
 class PluginState:
-    """Enabled flag, priority and configuration per plugin, in `kv` (shared by every node)."""
+    """Enabled flag, priority and configuration per plugin, in `kv` (shared by every node).
 
-    def __init__(self, engine: AsyncEngine, registry: PluginRegistry) -> None:
+    The registry is loaded on first use: loading imports every plugin (the S3 backend's aioboto3
+    alone takes a quarter of a second), which commands that never look at plugins should not
+    pay. `reelhouse serve` loads it at start-up, so a broken plugin is logged then."""
+
+    def __init__(self, engine: AsyncEngine, load: Callable[[], PluginRegistry]) -> None:
         self.engine = engine
-        self.registry = registry
+        self._load = load
+
+    @functools.cached_property
+    def registry(self) -> PluginRegistry:
+        return self._load()
 
     async def state(self, plugin_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:

@@ -23,7 +23,6 @@ import httpx
 from reelhouse.core.jobs.errors import PermanentError, TransientError
 from reelhouse.core.providers.errors import ProviderError, Rejected
 from reelhouse.core.providers.youtube import DEFAULT_API_BASE, VideoMetadata, YouTubeClient, YouTubeTokens
-from reelhouse.core.storage.s3 import S3Storage
 
 API = 1
 
@@ -92,6 +91,8 @@ class S3CopyPublisher:
         if not conf.get("bucket"):
             raise PermanentError("publisher-s3 needs config.bucket (PUT /v1/plugins/publisher-s3)")
         key = f"{str(conf.get('prefix', 'reelhouse')).strip('/')}/job-{request.job_id}/{request.file.name}"
+        from reelhouse.core.storage.s3 import S3Storage  # aioboto3 costs ~0.25 s to import: only here
+
         storage = S3Storage(
             bucket=str(conf["bucket"]),
             endpoint_url=conf.get("endpoint_url") or None,

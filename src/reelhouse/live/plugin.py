@@ -21,12 +21,9 @@ from reelhouse.live import (
     kinds,
     models,  # noqa: F401 - registers the live tables on the metadata
 )
-from reelhouse.live.http import ingest as ingest_routes
-from reelhouse.live.http import playback, restreams, streams
 from reelhouse.live.ingest import IngestServer, nginx_available
 from reelhouse.live.metrics import live_status, refresh_metrics
 from reelhouse.live.monitor import MonitorState, run_monitor
-from reelhouse.live.pages import build_pages
 from reelhouse.live.services import LiveServices
 from reelhouse.live.settings import LiveSettings
 from reelhouse.live.store import LiveStore
@@ -60,6 +57,15 @@ def build_ingest(services: LiveServices) -> IngestServer:
     return IngestServer(services.settings, prefix, callback_base(services), services.callback_token)
 
 
+def install_http(runtime: Runtime, *, services: LiveServices) -> None:
+    """The live API routers and browser pages (only when an app is built)."""
+    from reelhouse.live.http import ingest, playback, restreams, streams
+    from reelhouse.live.pages import build_pages
+
+    runtime.routers.extend(module.router for module in (streams, playback, ingest, restreams))
+    runtime.add_pages(build_pages(services))
+
+
 def setup(runtime: Runtime) -> LiveDomain:
     settings = runtime.settings.section(LiveSettings)
     keys = master_keys_of(runtime.engine) or MasterKeys.from_settings(runtime.settings)
@@ -77,9 +83,7 @@ def setup(runtime: Runtime) -> LiveDomain:
                                backoff_base=1.0, backoff_cap=10.0, priority=10))  # fmt: skip
     registry.register(TaskKind(kinds.KIND_FINALIZE, partial(finalize, services), max_attempts=5, timeout=3600))
     registry.register(TaskKind(kinds.KIND_RESTREAM_FILE, partial(restream_file, services), max_attempts=5))
-    for module in (streams, playback, ingest_routes, restreams):
-        runtime.routers.append(module.router)
-    runtime.add_pages(build_pages(services))
+    runtime.http_installers.append(partial(install_http, services=services))
     runtime.status_providers.append(live_status)
     runtime.metric_refreshers.append(refresh_metrics)
     runtime.provide(services)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from reelhouse.config import ConfigError
 from reelhouse.core.notify.email import EmailSettings
@@ -21,9 +22,7 @@ from reelhouse.vault import (
     models,  # noqa: F401 - registers the vault tables on the metadata
     tasks,
 )
-from reelhouse.vault.http import admin, messages, plans, verifiers, view
 from reelhouse.vault.metrics import refresh_metrics, vault_status
-from reelhouse.vault.pages import build_pages
 from reelhouse.vault.services import Limits, VaultServices
 from reelhouse.vault.settings import VaultSettings
 from reelhouse.vault.store import VaultStore
@@ -34,6 +33,15 @@ log = logging.getLogger("reelhouse.vault")
 @dataclass(frozen=True)
 class VaultDomain:
     services: VaultServices
+
+
+def install_http(runtime: Runtime, *, services: VaultServices) -> None:
+    """The vault's API routers and browser pages (only when an app is built)."""
+    from reelhouse.vault.http import admin, messages, plans, verifiers, view
+    from reelhouse.vault.pages import build_pages
+
+    runtime.routers.extend(module.router for module in (plans, messages, verifiers, view, admin))
+    runtime.add_pages(build_pages(services))
 
 
 def missing_secrets(runtime: Runtime, settings: VaultSettings, email: EmailSettings) -> list[str]:
@@ -73,9 +81,7 @@ def setup(runtime: Runtime) -> VaultDomain | None:
     )
     tasks.register(runtime.registry, services)
     runtime.periodic.append(tasks.periodic(services))
-    for module in (plans, messages, verifiers, view, admin):
-        runtime.routers.append(module.router)
-    runtime.add_pages(build_pages(services))
+    runtime.http_installers.append(partial(install_http, services=services))
     runtime.status_providers.append(vault_status)
     runtime.metric_refreshers.append(refresh_metrics)
 

@@ -12,6 +12,7 @@ with 429 instead of an ever longer queue.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -27,9 +28,13 @@ MAX_PASSWORD_LENGTH = 1024
 T = TypeVar("T")
 _hasher = PasswordHasher()
 
-# Verifying against this when the user does not exist keeps the timing of "no such user" and
-# "wrong password" alike, so login responses do not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash("reelhouse-timing-equaliser")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this when the user does not exist keeps the timing of "no such user"
+    and "wrong password" alike, so login responses do not reveal which usernames exist. Made on
+    first use: a hash costs ~100 ms, which every command and worker would otherwise pay at import."""
+    return _hasher.hash("reelhouse-timing-equaliser")
 
 
 class PasswordHasherBusy(Exception):
@@ -52,7 +57,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         password = password[:MAX_PASSWORD_LENGTH]  # same cost as any other wrong password
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
