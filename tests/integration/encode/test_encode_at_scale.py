@@ -191,6 +191,14 @@ async def test_restarting_postgresql_mid_job_workers_and_kernel_reconnect(
                 if t["kind"] == KIND_SEGMENT and t["status"] == states.RUNNING and t["id"] not in not_in
             }
 
+        async def both_encoding() -> bool:
+            owners = {t["lease_owner"] for t in await job_tasks(engine, job_id) if t["status"] == states.RUNNING}
+            return set(fleet) <= owners
+
+        try:
+            await eventually(both_encoding, 120, "both workers encode a piece at once")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; pg-nats log: {worker_logs(tmp_path).get('pg-nats', '')[-4000:]}") from None
         for mode in ("fast", "immediate"):
             seen = set().union(*(ids for _m, ids in restarts))
             # A piece the previous restart did not already interrupt is being encoded right now.
@@ -282,6 +290,7 @@ async def test_ladder_on_a_two_minute_clip_runs_segment_parallel_on_three_worker
     )
     assert len([t for t in rows if t["kind"] == KIND_STITCH]) == 1
     ran = {worker_id: sum(1 for t in pieces if t["result"]["worker"] == worker_id) for worker_id in fleet}
-    assert all(count >= 1 for count in ran.values()), ran
+    idle = {worker_id: logs.get(worker_id, "")[-3000:] for worker_id, count in ran.items() if count == 0}
+    assert all(count >= 1 for count in ran.values()), (ran, idle)
     (downloaded,) = list(out.iterdir())
     await check_gapless(str(downloaded), duration=DURATION, fps=FPS)

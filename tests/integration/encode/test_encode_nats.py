@@ -22,7 +22,7 @@ from reelhouse.core.jobs.remote.settings import NatsSettings
 from reelhouse.core.jobs.worker import Worker, WorkerOptions
 from reelhouse.encode.pipeline import KIND_FETCH, KIND_PROBE
 from tests.integration.encode.conftest import wait_for_job
-from tests.integration.nats.conftest import NATS_URL, require_nats
+from tests.integration.nats.conftest import NATS_URL, require_nats, wait_until
 
 
 @pytest.mark.slow
@@ -55,17 +55,29 @@ async def test_transcode_runs_on_nats_workers_without_database_credentials(
     local_task = asyncio.create_task(local.run())
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DB_DSN", "ADMIN_TOKEN")}
     env.update(NATS_URL=NATS_URL, DATA_DIR=str(tmp_path / "worker-data"), WORKER_CONCURRENCY="1")
+    # Output to files, not pipes: nobody reads a pipe until the end, and a worker that fills one
+    # blocks on its next log line.
+    logs = [tmp_path / f"enc-{n}.log" for n in (1, 2)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "reelhouse.cli", "worker"],
             env={**env, "WORKER_ID": f"enc-{n}"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
         )
-        for n in (1, 2)
+        for n, log in zip((1, 2), logs, strict=True)
     ]
     try:
+
+        async def both_registered() -> bool:
+            assert all(proc.poll() is None for proc in procs), "a NATS worker exited at start-up"
+            async with runtime.engine.connect() as conn:
+                found = await conn.execute(select(workers.c.id).where(workers.c.transport == "nats"))
+                return set(found.scalars()) == {"enc-1", "enc-2"}
+
+        # Both workers are up before the job, as an operator would start them: under load the
+        # second's start-up could otherwise outlast a job the first one runs alone.
+        await wait_until(both_registered, 60, "both NATS workers registered")
         await domain.service.storage().put("inputs/480p.mp4", clip_480p)
         created = await client.post("/v1/jobs", json={"source_key": "inputs/480p.mp4", "preset": "ultrafast"})
         assert created.status_code == 201, created.text
@@ -83,14 +95,14 @@ async def test_transcode_runs_on_nats_workers_without_database_credentials(
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         errors = []
-        for proc in procs:
+        for proc, log in zip(procs, logs, strict=True):
             try:
-                _out, err = proc.communicate(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _out, err = proc.communicate()
+                proc.wait()
             if proc.returncode != 0:
-                errors.append(err[-3000:])
+                errors.append(log.read_text(errors="replace")[-3000:])
         local.request_stop()
         stop.set()
         await asyncio.wait_for(asyncio.gather(local_task, kernel_task), 30)

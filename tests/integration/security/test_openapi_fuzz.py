@@ -14,7 +14,7 @@ from .conftest import ADMIN_TOKEN
 from .server_process import reelhouse_server
 
 SCHEMATHESIS = Path(sys.executable).with_name("st")
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 6
 
 
 @pytest.mark.slow

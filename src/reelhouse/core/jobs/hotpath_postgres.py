@@ -1,8 +1,11 @@
 """The hot path on PostgreSQL, through asyncpg directly (see hotpath.py).
 
 A claim is one statement: pick runnable rows `FOR UPDATE SKIP LOCKED`, take them with a new
-fencing token and a lease from `now()`, and mark their queued jobs processing (locked in id
-order). A completion is one short transaction: lock the jobs in id order, finish the tasks
+fencing token and a lease from `now()`, and mark their queued jobs processing. Those job rows
+are taken `SKIP LOCKED`: every other writer locks a job before its tasks (`jobstate.lock_jobs`),
+and a claim holds task rows already, so waiting for a job here would deadlock with a cancel of
+it. A skipped job is being rewritten by that other transaction, whose refresh (or the next one)
+sets its status from the tasks. A completion is one short transaction: lock the jobs in id order, finish the tasks
 whose fence still holds, re-aggregate the jobs.
 """
 
@@ -39,7 +42,7 @@ WITH candidate AS (
     RETURNING t.{CLAIM_RETURNING.replace(", ", ", t.")}
 ), started_jobs AS (
     SELECT id FROM jobs WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued'
-    ORDER BY id FOR NO KEY UPDATE
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE jobs SET status = 'processing', updated_at = now()
     FROM started_jobs WHERE jobs.id = started_jobs.id
