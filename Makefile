@@ -67,6 +67,7 @@ bench: system-deps $(STAMP)
 	$(PY) bench/download.py
 	$(PY) bench/chat.py
 	$(PY) bench/web.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache node_modules test-artifacts

@@ -95,8 +95,16 @@ async def test_refused_address_fails_visibly(client, runtime, domain, worker, ma
     admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
     listed = (await client.get("/api/admin/mails?state=failed", headers=admin)).json()
     assert [m["id"] for m in listed] == [outbox_id] and "@" not in str(listed)
-    async with runtime.engine.connect() as conn:
-        task = (await conn.execute(select(tasks).where(tasks.c.kind == "vault.mail"))).first()
+
+
+    async def mail_task_settled() -> Any:
+        # The row is marked failed inside the handler; the task settles when the worker
+        # records the run, a moment later.
+        async with runtime.engine.connect() as conn:
+            task = (await conn.execute(select(tasks).where(tasks.c.kind == "vault.mail"))).first()
+        return task if task is not None and task.status != states.RUNNING else None
+
+    task = await wait_until(mail_task_settled, 30, "the mail task to settle")
     assert task.status == states.FAILED and "rejected" in task.last_error
 
 
