@@ -96,7 +96,6 @@ async def test_refused_address_fails_visibly(client, runtime, domain, worker, ma
     listed = (await client.get("/api/admin/mails?state=failed", headers=admin)).json()
     assert [m["id"] for m in listed] == [outbox_id] and "@" not in str(listed)
 
-
     async def mail_task_settled() -> Any:
         # The row is marked failed inside the handler; the task settles when the worker
         # records the run, a moment later.
