@@ -229,9 +229,7 @@ async def test_restarting_postgresql_mid_job_workers_and_kernel_reconnect(
         if t["fence"] != 1
     ]
     assert rerun == [] and history == [], (rerun, history, restarts)
-    # Usually both ran pieces; under the full suite's load the database worker has taken them
-    # all (the same imbalance as in the three-worker test below), so only this much is certain.
-    assert {t["result"]["worker"] for t in pieces} <= {"pg-nats", "pg-db"}
+    assert {t["result"]["worker"] for t in pieces} == {"pg-nats", "pg-db"}
     # The outage was seen (and survived) rather than missed: the kernel's loops logged it.
     kernel_warnings = [r.getMessage() for r in caplog.records if r.name == "reelhouse.kernel.nats"]
     assert any("failed" in line for line in kernel_warnings), kernel_warnings
@@ -285,9 +283,9 @@ async def test_ladder_on_a_two_minute_clip_runs_segment_parallel_on_three_worker
     assert len([t for t in rows if t["kind"] == KIND_STITCH]) == 1
     ran = {worker_id: sum(1 for t in pieces if t["result"]["worker"] == worker_id) for worker_id in fleet}
     idle = {worker_id: logs.get(worker_id, "")[-3000:] for worker_id, count in ran.items() if count == 0}
-    # Pieces ran over both transports (so on at least two processes). That all three get pieces
-    # holds when this runs alone, but not reliably under the full suite's load: twice in five
-    # runs the database worker took 10 or 11 of the 12 (cause not found; see the note).
-    assert ran["scale-db"] >= 1 and ran["scale-nats-1"] + ran["scale-nats-2"] >= 1, (ran, idle)
+    # Every process encoded pieces: the NATS workers are nudged when pieces are dispatched and
+    # take them without a lingering fetch, so a database worker claiming directly does not get
+    # there first every time (it used to take 10 of the 12).
+    assert all(count >= 1 for count in ran.values()), (ran, idle)
     (downloaded,) = list(out.iterdir())
     await check_gapless(str(downloaded), duration=DURATION, fps=FPS)

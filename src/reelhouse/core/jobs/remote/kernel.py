@@ -156,6 +156,7 @@ class KernelBridge:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         published: list[dict[str, int]] = []
+        nudge: set[str] = set()
         try:
             for row in rows:
                 doc = {"task_id": row.id, "kind": row.kind, "fence": row.fence}
@@ -168,7 +169,12 @@ class KernelBridge:
                     headers=dict(headers),
                 )
                 published.append({"task_id": row.id, "task_fence": row.fence})
+                nudge.add(self.names.wake_subject(row.required_capability))
         finally:
+            if self.nc is not None:
+                for subject in nudge:  # idle workers of these capabilities look at once
+                    with contextlib.suppress(Exception):
+                        await self.nc.publish(subject, b"")
             # One transaction for the batch, also when a publish failed part way (a commit per
             # task made a burst's dispatch the kernel's slowest step). Should the kernel die
             # before it, the next round publishes again and the stream's dedupe drops the copies.

@@ -35,6 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -58,7 +59,10 @@ from reelhouse.core.telemetry.tracing import extract_headers, task_context
 
 log = logging.getLogger("reelhouse.worker.nats")
 RPC_TIMEOUT = 5.0
-FETCH_ROUND_SECONDS = 1.0
+TAKE_TIMEOUT = 2.0
+# An idle worker looks at its subjects this often even without a nudge: a message whose nak
+# delay or AckWait ran out becomes deliverable again without anyone publishing.
+IDLE_LOOK_SECONDS = 1.0
 _current_task: contextvars.ContextVar[ClaimedTask | None] = contextvars.ContextVar("remote_task", default=None)
 
 
@@ -106,11 +110,8 @@ class RemoteWorker:
         self.clock = clock
         self.kinds = [k for k in registry.kinds.values() if k.remote]
         self._slots = asyncio.Semaphore(concurrency)
-        # Each capability's pull loop holds a free slot while its fetch waits, so with one slot
-        # and a second per fetch a worker listing seven encoders looked at `tasks.cpu` once
-        # every seven seconds, and a database worker took every piece before it. The waits
-        # are split so that one round over all subjects takes about a second.
-        self._fetch_timeout = max(0.1, FETCH_ROUND_SECONDS / max(1, len(self.capabilities)))
+        self._woken = asyncio.Event()
+        self._wake_tokens = {bus.token(c) for c in self.capabilities}
         self._running: dict[int, tuple[asyncio.Task[Any], ClaimedTask]] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -160,9 +161,14 @@ class RemoteWorker:
             "NATS worker started",
             extra={"worker_id": self.id, "capabilities": ",".join(self.capabilities), "url": self.url},
         )
-        loops = [asyncio.create_task(self._registry_loop()), asyncio.create_task(self._lease_loop())]
-        for capability in self.capabilities:
-            loops.append(asyncio.create_task(self._pull_loop(capability)))
+        inbox = bus.WorkInbox(self.nc, self.names)
+        await inbox.open()
+        await self.nc.subscribe(self.names.wake_subjects, cb=self._nudged)
+        loops = [
+            asyncio.create_task(self._registry_loop()),
+            asyncio.create_task(self._lease_loop()),
+            asyncio.create_task(self._take_loop(inbox)),
+        ]
         try:
             await self._stopping.wait()
             await self._finish_running()
@@ -235,45 +241,64 @@ class RemoteWorker:
             await self._register()
 
     # ---- pulling ---------------------------------------------------------------------------
-    async def _pull_loop(self, capability: str) -> None:
-        assert self.js is not None
-        config = bus.work_consumer_config(
+    async def _nudged(self, msg: Msg) -> None:
+        if msg.subject.rsplit(".", 1)[-1] in self._wake_tokens:
+            self._woken.set()
+
+    def _consumer_config(self, capability: str) -> ConsumerConfig:
+        return bus.work_consumer_config(
             self.names, capability, self.settings.ack_wait.total_seconds(), self.settings.max_deliver
         )
-        subscription = None
+
+    async def _ensure_consumers(self, capabilities: list[str]) -> list[str]:
+        """Create the consumers; returns those that could not be created (NATS unreachable)."""
+        assert self.js is not None
+        missing = []
+        for capability in capabilities:
+            try:
+                await bus.ensure_work_consumer(self.js, self.names, self._consumer_config(capability))
+            except Exception as exc:
+                log.warning("cannot create the consumer for %s: %s", capability, exc)
+                missing.append(capability)
+        return missing
+
+    async def _take_loop(self, inbox: bus.WorkInbox) -> None:
+        """Whenever a slot is free, sweep the capabilities' subjects (starting one further
+        each time, so none is always last) and run the first message found; with none, wait
+        for a nudge from the kernel or IDLE_LOOK_SECONDS."""
+        unready = await self._ensure_consumers(self.capabilities)
+        start = 0
         while not self._stopping.is_set():
-            if subscription is None:
-                try:
-                    subscription = await self.js.pull_subscribe(
-                        self.names.task_subject(capability),
-                        durable=config.durable_name,
-                        stream=self.names.work_stream,
-                        config=config,
-                    )
-                except Exception as exc:
-                    log.warning("cannot subscribe to %s: %s", capability, exc)
-                    await asyncio.sleep(1)
-                    continue
+            if self.nc is None or not self.nc.is_connected:
+                await asyncio.sleep(0.5)  # reconnecting: requests would only queue up
+                continue
+            if unready:
+                unready = await self._ensure_consumers(unready)
             await self._slots.acquire()
             if self._stopping.is_set():
                 self._slots.release()
                 return
-            try:
-                messages = await subscription.fetch(1, timeout=self._fetch_timeout)
-            except (TimeoutError, NatsTimeout):
+            self._woken.clear()  # before the sweep: a nudge during it means "look again"
+            msg = None
+            for offset in range(len(self.capabilities)):
+                capability = self.capabilities[(start + offset) % len(self.capabilities)]
+                try:
+                    msg = await inbox.take(capability, TAKE_TIMEOUT)
+                except NatsTimeout:
+                    # JetStream did not answer: reconnecting, or it lost the consumer (a NATS
+                    # restarted without its store): create it again before the next sweep.
+                    if capability not in unready:
+                        unready.append(capability)
+                    continue
+                if msg is not None:
+                    break
+            start = (start + 1) % max(1, len(self.capabilities))
+            if msg is None:
                 self._slots.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), IDLE_LOOK_SECONDS)
                 continue
-            except Exception as exc:  # reconnecting, or the consumer went away with the server
-                self._slots.release()
-                log.debug("fetch on %s failed: %s", capability, exc)
-                await asyncio.sleep(0.5)
-                if "consumer" in str(exc).lower():
-                    subscription = None
-                continue
-            if not messages:
-                self._slots.release()
-                continue
-            runner = asyncio.create_task(self._handle(messages[0]))
+            runner = asyncio.create_task(self._handle(msg))
             self._handlers.add(runner)
             runner.add_done_callback(self._handler_done)
 
