@@ -46,7 +46,7 @@ async def migrated_runtime(settings: Settings, **domains: Callable[[Runtime], An
     try:
         yield runtime
     finally:
-        await runtime.engine.dispose()
+        await runtime.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             app.state.auth.passwords.close()
             if app.state.auth.oidc is not None:
                 await app.state.auth.oidc.aclose()
-            await runtime.engine.dispose()
+            await runtime.aclose()
 
     app = FastAPI(
         title="reelhouse",

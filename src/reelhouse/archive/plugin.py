@@ -212,7 +212,7 @@ def setup(
     runtime.status_providers.append(status.monitor)  # vod-tender's /admin/monitor fields, in /status too
     runtime.metric_refreshers.append(status.refresh_gauges)
     runtime.metric_refreshers.append(_live_gauges(services))
-    runtime.services.append(_close_clients(services))
+    runtime.closers.append(services.aclose)
     if chat.enabled and services.chat is not None:
         chat_service = services.chat
 
@@ -274,11 +274,3 @@ def _live_gauges(services: ArchiveServices) -> Callable[[Runtime], Awaitable[Non
         RECORDING.set(states.get(LiveState.RECORDING, 0) + states.get(LiveState.ENDED, 0))
 
     return refresh
-
-
-def _close_clients(services: ArchiveServices) -> Callable[[Runtime, asyncio.Event], Awaitable[None]]:
-    async def close_clients(_runtime: Runtime, stop: asyncio.Event) -> None:
-        await stop.wait()
-        await services.aclose()
-
-    return close_clients

@@ -145,8 +145,7 @@ async def _main(
         return await _report(service, job)
     finally:
         await stop_local_worker(worker, worker_task)
-        await service.close_storage()
-        await runtime.engine.dispose()
+        await runtime.aclose()
 
 
 async def _request_for(

@@ -109,5 +109,5 @@ def setup(runtime: Runtime, settings: EncodeSettings | None = None) -> EncodeDom
     runtime.http_installers.append(partial(install_http, service=service, plugins=plugins))
     runtime.status_providers.append(encode_status)
     runtime.metric_refreshers.append(refresh_metrics)
-    runtime.services.append(service.run_service)
+    runtime.closers.append(service.close_storage)
     return EncodeDomain(service, pipeline)

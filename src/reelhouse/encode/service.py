@@ -108,11 +108,6 @@ class EncodeService:
         if storage is not None:
             await storage.aclose()
 
-    async def run_service(self, _runtime: Runtime, stop: asyncio.Event) -> None:
-        """Registered as a runtime service only to release the storage client at shutdown."""
-        await stop.wait()
-        await self.close_storage()
-
     def output_prefix(self, job_id: int, requested: str | None) -> str:
         base = self.settings.output_prefix
         return f"{base}/{requested}" if requested else f"{base}/job-{job_id}"

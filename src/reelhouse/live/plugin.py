@@ -103,11 +103,8 @@ def setup(runtime: Runtime) -> LiveDomain:
             await build_ingest(services).supervise(stop)
         finally:
             await monitor
-            await services.aclose()
 
-    async def close_on_stop(_runtime: Runtime, stop: asyncio.Event) -> None:
-        await stop.wait()
-        await services.aclose()
-
-    runtime.services.append(run_ingest if enabled else close_on_stop)
+    if enabled:
+        runtime.services.append(run_ingest)
+    runtime.closers.append(services.aclose)
     return LiveDomain(services, enabled, monitor_state)

@@ -8,7 +8,6 @@ stays off (and says why in the log) until they are configured.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -85,10 +84,6 @@ def setup(runtime: Runtime) -> VaultDomain | None:
     runtime.status_providers.append(vault_status)
     runtime.metric_refreshers.append(refresh_metrics)
 
-    async def close_on_stop(_runtime: Runtime, stop: asyncio.Event) -> None:
-        await stop.wait()
-        await services.aclose()
-
-    runtime.services.append(close_on_stop)
+    runtime.closers.append(services.aclose)
     runtime.provide(services)
     return VaultDomain(services)

@@ -35,7 +35,7 @@ async def main(worker_id: str, lease: float) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)
     print("ready", flush=True)
     await worker.run()
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ async def make_runtime(archive_env):
 
     yield make
     for runtime in runtimes:
-        await runtime.engine.dispose()
+        await runtime.aclose()
 
 
 async def store_youtube_token(runtime, youtube: FakeYouTube) -> None:

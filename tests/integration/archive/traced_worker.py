@@ -43,7 +43,7 @@ async def main(channel: str) -> None:
         worker.request_stop()
         await run
         flush_tracing()
-        await runtime.engine.dispose()
+        await runtime.aclose()
 
 
 asyncio.run(main(sys.argv[1]))

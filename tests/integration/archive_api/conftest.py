@@ -85,7 +85,7 @@ async def runtime(settings):
     runtime = build_runtime(settings, load_domains=False)
     setup(runtime)
     yield runtime
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 @pytest.fixture

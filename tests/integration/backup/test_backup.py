@@ -359,6 +359,6 @@ async def test_periodic_restore_test_sets_the_metric(tmp_path, flavour):
         stamp = REGISTRY.get_sample_value("reelhouse_backup_last_good_restore_timestamp_seconds")
         assert stamp and abs(stamp - time.time()) < 600, status
         assert REGISTRY.get_sample_value("reelhouse_backup_last_verify_failed") == 0
-        await runtime.engine.dispose()
+        await runtime.aclose()
     finally:
         os.environ.pop("BACKUP_DIR", None)

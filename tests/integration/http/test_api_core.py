@@ -34,7 +34,7 @@ async def test_healthz_and_friends(client):
 async def test_healthz_reports_503_when_database_is_gone(client, runtime, tmp_path):
     from reelhouse.core.db.engine import create_engine
 
-    await runtime.engine.dispose()
+    await runtime.aclose()
     runtime.engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     response = await client.get("/healthz")
     assert response.status_code == 503 and response.text == "unhealthy"
@@ -178,5 +178,5 @@ async def test_cors_permissive_mode(monkeypatch, tmp_path, env, expected):
         response = await client.options(
             "/v1/jobs", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}
         )
-    await runtime.engine.dispose()
+    await runtime.aclose()
     assert response.headers.get("access-control-allow-origin") == expected

@@ -90,7 +90,7 @@ async def test_breaker_state_in_status_and_metrics(db_url, tmp_path, monkeypatch
         await runtime.breaker.record_success("chan_a")
         assert (await client.get("/status")).json()["circuit_state"] == CLOSED
         assert 'vod_circuit_open{channel="chan_a"} 0.0' in (await client.get("/metrics")).text
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 async def test_periodic_task_fires_once_per_period_with_three_schedulers(db_url):
@@ -191,7 +191,7 @@ def test_metrics_pass_promtool(db_url, tmp_path, monkeypatch):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             await client.get("/healthz")
             body = (await client.get("/metrics")).text
-        await runtime.engine.dispose()
+        await runtime.aclose()
         return body
 
     dead = 'reelhouse_task_transitions_total{kind="promtool.fail",outcome="dead"}'

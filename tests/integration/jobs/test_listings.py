@@ -41,7 +41,7 @@ async def test_api_hides_system_jobs_unless_asked(db_url, tmp_path, monkeypatch)
         assert cancelled == {"task_id": user_job.task_id, "status": "cancelled"}
         again = await c.post(f"/v1/tasks/{user_job.task_id}/cancel")
         assert again.status_code == 409  # already finished: nothing changed
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 def test_cli_lists_system_jobs_only_with_the_flag(db_url, tmp_path, monkeypatch):
@@ -53,7 +53,7 @@ def test_cli_lists_system_jobs_only_with_the_flag(db_url, tmp_path, monkeypatch)
         runtime = build_runtime(Settings(), load_domains=False)
         await Scheduler(runtime.engine, [PeriodicTask("sweep", "sweep.kind", every=timedelta(minutes=5))]).tick()
         await TaskQueue(runtime.engine).enqueue("user.kind")
-        await runtime.engine.dispose()
+        await runtime.aclose()
 
     asyncio.run(seed())
     root = typer.Typer()

@@ -38,7 +38,7 @@ async def main(worker_id: str, lease: float) -> None:
     print("ready", flush=True)
     await worker.run()
     await domain.services.aclose()
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 if __name__ == "__main__":

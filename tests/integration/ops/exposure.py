@@ -90,7 +90,7 @@ async def _exercise_and_scrape(settings: Settings) -> str:
             await client.get(path)
         async with runtime.engine.connect():
             body = (await client.get("/metrics")).text
-    await runtime.engine.dispose()
+    await runtime.aclose()
     return body
 
 

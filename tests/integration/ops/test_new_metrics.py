@@ -77,7 +77,7 @@ async def test_http_request_duration_is_recorded_by_route_template(db_url, tmp_p
         status = str((await client.get("/v1/jobs/987654")).status_code)
         before_status = value("reelhouse_http_requests_total", route=route, method="GET", status=status)
         assert status == str((await client.get("/v1/jobs/987655")).status_code)
-    await runtime.engine.dispose()
+    await runtime.aclose()
     assert value("reelhouse_http_request_duration_seconds_count", route=route) == before + 2
     assert value("reelhouse_http_request_duration_seconds_sum", route=route) > 0
     assert value("reelhouse_http_requests_total", route=route, method="GET", status=status) == before_status + 1

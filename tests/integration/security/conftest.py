@@ -32,7 +32,7 @@ def settings(db_url, tmp_path, monkeypatch) -> Settings:
 async def runtime(settings) -> AsyncIterator[Runtime]:
     runtime = build_runtime(settings)
     yield runtime
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ async def _run_with_interval(db_url, tmp_path, monkeypatch, interval: str, reads
             async with asyncio.timeout(30):
                 while cache.refreshes < 3:
                     await asyncio.sleep(0.05)
-    await runtime.engine.dispose()
+    await runtime.aclose()
     return during_reads, cache
 
 
@@ -110,7 +110,7 @@ async def test_reads_can_require_credentials(db_url, tmp_path, monkeypatch):
             signed_in = await client.get(path, headers={"Authorization": f"Bearer {token}"})
             assert signed_in.status_code in (200, 404), path  # VOD 1 does not exist: 404 once past auth
         assert (await client.get("/healthz")).status_code == 200, "liveness stays open"
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 async def test_interval_zero_reads_fresh_values(client, runtime):

@@ -147,5 +147,5 @@ async def _full_flow(settings: Settings, twitch: FakeTwitch, tmp_path) -> dict[s
             for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
                 log.log(level, "failure with %s", SECRETS["TWITCH_CLIENT_SECRET"], exc_info=True)
         seen["master key"] = read_key_file(key_file_path(settings.server.data_dir))[0]
-        await runtime.engine.dispose()
+        await runtime.aclose()
     return seen

@@ -41,7 +41,7 @@ async def main() -> None:
     worker.request_stop()
     await run
     trace.get_tracer_provider().force_flush()
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 asyncio.run(main())

@@ -85,7 +85,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await migrate.run_migrations(runtime.engine)
     yield runtime
     await domain.services.aclose()
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 @pytest.fixture

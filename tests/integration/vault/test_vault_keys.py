@@ -42,7 +42,7 @@ async def api_with_keys(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         yield client
     await domain.services.aclose()
-    await runtime.engine.dispose()
+    await runtime.aclose()
 
 
 def stored_digests(root: Path) -> dict[str, str]:

@@ -88,5 +88,5 @@ async def test_s3_holds_only_ciphertext_and_plays_ranges(seaweed, env, monkeypat
         worker.request_stop()
         await asyncio.wait_for(running, 30)
         await domain.services.aclose()
-        await runtime.engine.dispose()
+        await runtime.aclose()
         seaweed.drop_bucket(bucket)

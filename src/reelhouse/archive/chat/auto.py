@@ -25,6 +25,7 @@ successful poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -97,10 +98,8 @@ class AutoChat:
                     await self.poll_once()
                 except Exception:  # a bug here must not end recording of every channel
                     log.exception("chat live check failed", extra={"component": "chat"})
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-                except TimeoutError:
-                    pass
         finally:
             # Shutting down is not the stream ending: placeholders stay open, and the next start
             # either continues them (still live) or reconciles them (ended meanwhile).

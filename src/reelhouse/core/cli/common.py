@@ -76,7 +76,7 @@ def with_runtime(action: Callable[[Runtime], Awaitable[T]], *, create: bool = Fa
                     raise fail(f"the database ({label}) needs migrating: run `reelhouse migrate`", 2)
             return await action(runtime)
         finally:
-            await runtime.engine.dispose()
+            await runtime.aclose()
 
     return asyncio.run(main())
 

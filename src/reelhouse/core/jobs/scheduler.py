@@ -10,6 +10,7 @@ hidden from listings unless asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,7 +108,5 @@ class Scheduler:
                 await self.tick()
             except Exception:  # a database hiccup must not kill the scheduler
                 log.exception("scheduler tick failed", extra={"component": "scheduler"})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass

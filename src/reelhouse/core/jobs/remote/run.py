@@ -79,6 +79,7 @@ def run_nats_worker(settings: Settings, concurrency: int | None) -> None:
         try:
             await worker.run()
         finally:
+            await runtime.aclose()
             flush_tracing()
 
     asyncio.run(main())

@@ -12,6 +12,7 @@ Loaded by run_yt_dlp.py inside the yt-dlp process (by path: it imports nothing o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import urllib.parse
@@ -148,10 +149,8 @@ class FragmentFiles:
         finished = self.part_size + sum(self._done_sizes.values())
         writing = 0
         for index in self.pending():
-            try:
+            with contextlib.suppress(FileNotFoundError):  # not started, or already renamed
                 writing += self.writing(index).stat().st_size
-            except FileNotFoundError:
-                pass
         return finished + writing, finished
 
     def finished_count(self) -> int:

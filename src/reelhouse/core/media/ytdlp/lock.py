@@ -33,11 +33,9 @@ def acquire_output_lock(output: Path) -> int:
     fd = os.open(lock_path(output), os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + LOCK_WAIT
     while True:
-        try:
+        with contextlib.suppress(BlockingIOError):  # held: see by whom below
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
-        except BlockingIOError:
-            pass
         worker, _, child = os.pread(fd, 64, 0).decode(errors="ignore").strip().partition(":")
         if worker.isdigit() and child.isdigit():
             if _alive(int(worker)):
