@@ -20,6 +20,18 @@ async def row(engine, task_id: int):
         return (await conn.execute(select(tasks).where(tasks.c.id == task_id))).mappings().one()
 
 
+def offline_kernel(engine) -> KernelBridge:
+    """A kernel that is never connected: only its event application is used."""
+    return KernelBridge(
+        engine,
+        kernel_registry(),
+        url="nats://unused",
+        settings=NatsSettings(),
+        lease=timedelta(seconds=30),
+        stale_after=timedelta(seconds=30),
+    )
+
+
 def event(kind: str, task: ClaimedTask, **fields):
     return {
         "type": kind,
@@ -33,14 +45,7 @@ def event(kind: str, task: ClaimedTask, **fields):
 
 async def test_late_and_duplicate_events_never_move_a_finished_task(engine):
     queue = TaskQueue(engine)
-    kernel = KernelBridge(
-        engine,
-        kernel_registry(),
-        url="nats://unused",
-        settings=NatsSettings(),
-        lease=timedelta(seconds=30),
-        stale_after=timedelta(seconds=30),
-    )
+    kernel = offline_kernel(engine)
     enqueued = await queue.enqueue("nx.sleep", {"sleep": 0})
     first = await queue.claim_task(enqueued.task_id, "w-1", timedelta(seconds=30), ["cpu"])
     assert isinstance(first, ClaimedTask) and first.fence == 1
@@ -67,14 +72,7 @@ async def test_late_and_duplicate_events_never_move_a_finished_task(engine):
 
 async def test_an_old_runs_events_are_refused_after_a_new_claim(engine):
     queue = TaskQueue(engine)
-    kernel = KernelBridge(
-        engine,
-        kernel_registry(),
-        url="nats://unused",
-        settings=NatsSettings(),
-        lease=timedelta(seconds=30),
-        stale_after=timedelta(seconds=30),
-    )
+    kernel = offline_kernel(engine)
     enqueued = await queue.enqueue("nx.sleep", {"sleep": 0}, required_capability="fakegpu")
     assert await queue.claim_task(enqueued.task_id, "w-cpu", timedelta(seconds=30), ["cpu"]) == "capability"
     old = await queue.claim_task(enqueued.task_id, "w-1", timedelta(seconds=30), ["fakegpu"])
@@ -94,14 +92,7 @@ async def test_a_batch_applies_each_tasks_events_in_order_and_reports_each(engin
     applied side by side, one task's in the order they came; the ones that fail (not an event)
     are reported so only they are redelivered."""
     queue = TaskQueue(engine)
-    kernel = KernelBridge(
-        engine,
-        kernel_registry(),
-        url="nats://unused",
-        settings=NatsSettings(),
-        lease=timedelta(seconds=30),
-        stale_after=timedelta(seconds=30),
-    )
+    kernel = offline_kernel(engine)
     runs = []
     for _ in range(12):
         enqueued = await queue.enqueue("nx.sleep", {"sleep": 0})
