@@ -26,7 +26,7 @@ from reelhouse.core.http.status import StatusCache, export_audit_head, refresh_l
 from reelhouse.core.jobs.scheduler import Scheduler
 from reelhouse.core.jobs.worker import Worker
 from reelhouse.core.media.hw import detect_capabilities
-from reelhouse.core.runtime import Runtime, build_runtime
+from reelhouse.core.runtime import Runtime, build_runtime, join_background
 from reelhouse.core.security.audit import bind_master_keys, master_keys_of
 from reelhouse.core.security.http_auth import AuthService
 from reelhouse.core.security.keys import MasterKeys
@@ -79,7 +79,7 @@ def start_nats_kernel(runtime: Runtime, stop: asyncio.Event, tasks: list[asyncio
         lease=timedelta(seconds=jobs_settings.lease_seconds),
         stale_after=jobs_settings.worker_stale_after,
     )
-    tasks.append(asyncio.create_task(bridge.run(stop)))
+    tasks.append(asyncio.create_task(bridge.run(stop), name="nats-kernel"))
 
     async def provider(_runtime: Runtime) -> dict[str, Any]:
         return await nats_status(bridge)
@@ -88,6 +88,10 @@ def start_nats_kernel(runtime: Runtime, stop: asyncio.Event, tasks: list[asyncio
     if nats_settings.embedded_remote_kinds:
         return None
     return [name for name, kind in runtime.registry.kinds.items() if not kind.remote]
+
+
+# On top of the worker's shutdown grace: what the other background loops get to finish.
+SHUTDOWN_SLACK_SECONDS = 10.0
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None, background: bool = True) -> FastAPI:
@@ -117,8 +121,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         worker = None
         if background:
             scheduler = Scheduler(runtime.engine, runtime.periodic)
-            tasks.append(asyncio.create_task(scheduler.run(stop)))
-            tasks.extend(asyncio.ensure_future(service(runtime, stop)) for service in runtime.services)
+            tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
+            tasks.extend(
+                asyncio.create_task(service(runtime, stop), name=getattr(service, "__qualname__", None))
+                for service in runtime.services
+            )
             tasks.append(asyncio.create_task(runtime.overrides.watch_log_level(stop)))
             kinds = None
             if settings.jobs.nats_url:
@@ -128,7 +135,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 worker = Worker(
                     runtime.engine, runtime.registry, runtime.worker_options(caps.capability_list(), kinds=kinds)
                 )
-                tasks.append(asyncio.create_task(worker.run()))
+                tasks.append(asyncio.create_task(worker.run(), name="embedded-worker"))
         log_startup_summary(runtime, worker)
         try:
             yield
@@ -136,7 +143,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             stop.set()
             if worker:
                 worker.request_stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await join_background(tasks, settings.jobs.shutdown_grace.total_seconds() + SHUTDOWN_SLACK_SECONDS)
             if profiler:
                 profiler.close()
             app.state.auth.passwords.close()

@@ -8,8 +8,10 @@ registered.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -79,7 +81,7 @@ class Runtime:
     # Called before each /metrics scrape to set gauges that mirror database state.
     metric_refreshers: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
     # Long-running services (chat recorder...) started by `serve` next to the worker.
-    services: list[Callable[[Runtime, Any], Awaitable[None]]] = field(default_factory=list)
+    services: list[Callable[[Runtime, Any], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Run by `aclose()` when the process is done with the runtime (`serve` at shutdown, every
     # command and worker): domains release the clients with connection pools they opened
     # (storage, HTTP, SMTP), so no process ends with "Unclosed client session".
@@ -179,3 +181,23 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None, load
             runtime.domains.append(ep.name)
             log.debug("domain loaded", extra={"component": "runtime", "domain": ep.name})
     return runtime
+
+
+async def join_background(tasks: list[asyncio.Future[Any]], timeout: float) -> None:
+    """Wait up to `timeout` seconds for background tasks told to stop; any still running is
+    logged with its stack (so a hung shutdown names its culprit) and cancelled. Without the
+    bound one stuck loop would keep `serve` from ever exiting on SIGTERM."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        stack = io.StringIO()
+        if isinstance(task, asyncio.Task):
+            task.print_stack(limit=12, file=stack)
+        log.warning("background task did not stop within %.0fs; cancelling it\n%s", timeout, stack.getvalue())
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("background task ended with an error", exc_info=task.exception())
