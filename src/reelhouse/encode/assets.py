@@ -224,6 +224,13 @@ async def get_asset(
     return _asset_view(row, list(rungs))
 
 
+async def asset_rows_of_job(conn: AsyncConnection, job_id: int) -> list[dict[str, Any]]:
+    """The job's asset rows (no renditions), read in the caller's transaction: a settle hook
+    runs inside the task's fenced transition."""
+    query = select(assets).where(assets.c.job_id == job_id).order_by(assets.c.id)
+    return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
 async def list_assets_of_job(engine: AsyncEngine, job_id: int) -> list[dict[str, Any]]:
     """Every asset of a job, one per profile, in the order the profiles were given."""
     async with engine.connect() as conn:

@@ -19,6 +19,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.errors import LeaseLost, PermanentError, TaskError
 from reelhouse.core.jobs.fencing import FencedOutputs
@@ -300,10 +302,10 @@ class EncodePipeline:
         await publish_run(ctx, self.service.storage(), result, publish)
         return result
 
-    async def settle(self, engine: Any, job_id: int, status: str, reason: str) -> None:
+    async def settle(self, conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
         """The transcode ended without success: a cancelled job keeps no asset (its run
         deleted the files), a failed or dead one shows why."""
-        await self.segmented.settle_pieces(engine, job_id, status, reason)
+        await self.segmented.settle_pieces(conn, job_id, status, reason)
 
     async def _local_source(self, ctx: TaskContext, storage: Storage, key: str, tmp: Path) -> Path:
         path = local_path_of(storage, key)

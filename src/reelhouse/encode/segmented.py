@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.errors import PermanentError, TaskError, TransientError
@@ -244,25 +246,29 @@ class SegmentedEncode:
             return result  # an earlier run published the ladder
         return await self.finish_stitch(ctx, result)
 
-    async def settle_segmented(self, engine: Any, job_id: int, status: str, reason: str) -> None:
-        """A piece or the stitch ended without success. An operator's cancel: the job's other
-        pieces may never run, so every profile's outputs (pieces included) and the assets go;
-        otherwise every unpublished asset shows why."""
+    async def settle_segmented(self, conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
+        """A piece or the stitch ended without success (inside that transition's transaction).
+        An operator's cancel: the job's other pieces may never run, so every profile's outputs
+        (pieces included) and the assets go; otherwise every unpublished asset shows why."""
         if status == states.CANCELLED:
+            # The storage deletes hold the job's row lock while they run (cancels are rare). A
+            # crash before the commit leaves the task running: the reaper hands it on and the
+            # cancel is settled again, so no asset row outlives its deleted files.
             storage = self.service.storage()
-            for asset in await asset_store.list_assets_of_job(engine, job_id):
+            for asset in await asset_store.asset_rows_of_job(conn, job_id):
                 await delete_prefix(storage, asset["output_prefix"])
-        await self.settle_pieces(engine, job_id, status, reason)
+        await self.settle_pieces(conn, job_id, status, reason)
 
-    async def settle_pieces(self, engine: Any, job_id: int, status: str, reason: str) -> None:
-        """A piece or stitch ended without success (database side): a cancelled job keeps no
-        asset, a failed one shows why on every profile's asset."""
+    async def settle_pieces(self, conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
+        """A piece, stitch or transcode ended without success (database side, in that
+        transition's transaction): a cancelled job keeps no asset, a failed one shows why on
+        every profile's asset."""
         if status == states.CANCELLED:
-            await asset_store.delete_asset_of_job(engine, job_id)
+            await asset_store.delete_asset_of_job(conn, job_id)
             return
-        for asset in await asset_store.list_assets_of_job(engine, job_id):
+        for asset in await asset_store.asset_rows_of_job(conn, job_id):
             if asset["status"] != ASSET_READY:
-                await asset_store.mark_failed(engine, asset["id"], reason)
+                await asset_store.mark_failed(conn, asset["id"], reason)
 
     # ---- encode.stitch -----------------------------------------------------------------------
     async def stitch_pieces(self, ctx: TaskContext) -> dict[str, Any]:

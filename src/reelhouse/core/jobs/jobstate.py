@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Float, cast, func, select, update
@@ -10,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reelhouse.core.db.models import jobs, tasks
 from reelhouse.core.jobs.dbtime import db_now
 from reelhouse.core.jobs.jobsql import refresh_jobs_sql
+from reelhouse.core.jobs.registry import SettleHook
+
+log = logging.getLogger("reelhouse.jobs")
 
 
 async def lock_jobs(conn: AsyncConnection, job_ids: Sequence[int]) -> None:
@@ -61,3 +65,13 @@ async def refresh_job(conn: AsyncConnection, job_id: int, *, progress_only: bool
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     rows = (await conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status))).all()
     return dict(rows)
+
+
+async def settle_ended_task(conn: AsyncConnection, settle: SettleHook, job_id: int, status: str, reason: str) -> None:
+    """The kind's settle hook in its own savepoint: a hook that fails is logged and undone,
+    and the task's transition commits without it (as it did when hooks ran afterwards)."""
+    try:
+        async with conn.begin_nested():
+            await settle(conn, job_id, status, reason)
+    except Exception:
+        log.exception("settle hook failed", extra={"job_id": job_id, "status": status})

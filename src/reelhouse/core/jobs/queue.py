@@ -26,8 +26,9 @@ from reelhouse.core.jobs import states
 from reelhouse.core.jobs.dbtime import db_now
 from reelhouse.core.jobs.errors import LeaseLost
 from reelhouse.core.jobs.hotpath import ClaimedTask, Lease, claimed_task, hot_path, result_json
-from reelhouse.core.jobs.jobstate import lock_jobs_of_tasks, refresh_job, refresh_jobs
+from reelhouse.core.jobs.jobstate import lock_jobs_of_tasks, refresh_job, refresh_jobs, settle_ended_task
 from reelhouse.core.jobs.reaper import reap_expired_leases
+from reelhouse.core.jobs.registry import SettleHook, SettleLookup
 from reelhouse.core.telemetry.correlation import current_correlation_id
 from reelhouse.core.telemetry.tracing import current_trace_context
 
@@ -397,10 +398,17 @@ class TaskQueue:
 
     # ---- the other ends of a run -------------------------------------------------------------
     async def _finish(
-        self, lease: Lease, values: dict[str, Any], outcome: states.Outcome | None, error: str | None = None
+        self,
+        lease: Lease,
+        values: dict[str, Any],
+        outcome: states.Outcome | None,
+        error: str | None = None,
+        settle: SettleHook | None = None,
     ) -> str | None:
         """Compare-and-set from running-under-this-fence to a new state, with the job
-        re-aggregated and, for a run that did not succeed, a history row. None if lost."""
+        re-aggregated and, for a run that did not succeed, a history row; a task that ended
+        failed, dead or cancelled is settled (the kind's hook) in the same transaction.
+        None if lost."""
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
@@ -429,14 +437,16 @@ class TaskQueue:
                             ended_at=db_now(),
                         )
                     )
+                if settle is not None and row.status in states.TASK_UNSUCCESSFUL:
+                    await settle_ended_task(conn, settle, row.job_id, str(row.status), error or str(row.status))
                 await refresh_jobs(conn, [row.job_id])
                 return str(row.status)
         finally:
             await conn.close()
 
-    async def fail_permanently(self, lease: Lease, reason: str) -> bool:
+    async def fail_permanently(self, lease: Lease, reason: str, *, settle: SettleHook | None = None) -> bool:
         values = {"status": states.FAILED, "last_error": reason, "error_class": "permanent", "finished_at": db_now()}
-        return await self._finish(lease, values, states.Outcome.FAILED, reason) is not None
+        return await self._finish(lease, values, states.Outcome.FAILED, reason, settle) is not None
 
     async def retry_later(
         self,
@@ -446,10 +456,11 @@ class TaskQueue:
         *,
         error_class: str = "transient",
         spend_attempt: bool = True,
+        settle: SettleHook | None = None,
     ) -> str | None:
         """Requeue after `delay` (from the database's now), or mark dead when attempts are used
-        up. Rate limits and open circuits do not spend an attempt: waiting for a provider is not
-        a failure. Returns the new status, or None when the lease was lost."""
+        up (then `settle` runs). Rate limits and open circuits do not spend an attempt: waiting
+        for a provider is not a failure. Returns the new status, or None when the lease was lost."""
         exhausted = tasks.c.attempts >= tasks.c.max_attempts
         if not spend_attempt:
             values: dict[str, Any] = {
@@ -468,16 +479,16 @@ class TaskQueue:
             "run_after": db_now(delay),
             "finished_at": case((exhausted, db_now()), else_=None),
         }
-        return await self._finish(lease, values, states.Outcome.RETRIED, reason)
+        return await self._finish(lease, values, states.Outcome.RETRIED, reason, settle)
 
-    async def mark_cancelled(self, lease: Lease) -> bool:
+    async def mark_cancelled(self, lease: Lease, *, settle: SettleHook | None = None) -> bool:
         values = {
             "status": states.CANCELLED,
             "last_error": "cancelled",
             "error_class": "cancelled",
             "finished_at": db_now(),
         }
-        return await self._finish(lease, values, states.Outcome.CANCELLED, "cancelled") is not None
+        return await self._finish(lease, values, states.Outcome.CANCELLED, "cancelled", settle) is not None
 
     async def release(self, lease: Lease) -> bool:
         """Give a task back untouched (worker shutting down): the run does not count."""
@@ -485,6 +496,6 @@ class TaskQueue:
         return await self._finish(lease, values, states.Outcome.RELEASED, "released on shutdown") is not None
 
     # ---- lost workers ------------------------------------------------------------------------
-    async def reap_expired_leases(self) -> int:
+    async def reap_expired_leases(self, settle_for: SettleLookup | None = None) -> int:
         """Requeue (or end) tasks whose lease expired by the database's clock; see reaper.py."""
-        return await reap_expired_leases(self.engine)
+        return await reap_expired_leases(self.engine, settle_for)

@@ -17,17 +17,19 @@ from reelhouse.core.db.engine import write_connection
 from reelhouse.core.db.models import task_attempts, tasks
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.dbtime import db_now
-from reelhouse.core.jobs.jobstate import lock_jobs, refresh_jobs
+from reelhouse.core.jobs.jobstate import lock_jobs, refresh_jobs, settle_ended_task
+from reelhouse.core.jobs.registry import SettleLookup
 
 
-async def reap_expired_leases(engine: AsyncEngine) -> int:
+async def reap_expired_leases(engine: AsyncEngine, settle_for: SettleLookup | None = None) -> int:
     """Return tasks whose worker vanished (lease expired by the database's clock) to the
     queue, or end them.
 
     A lost run is not a failed attempt: it is counted in `lost_attempts` against its own
     bound (`max_lost_attempts`), so a task whose worker died after finishing the work is
     run again, finds its work done and succeeds. A task that keeps killing its worker ends
-    dead at that bound. A task whose cancel was requested ends cancelled.
+    dead at that bound. A task whose cancel was requested ends cancelled. A task that ends
+    is settled in the same transaction by its kind's hook (`settle_for(kind)`).
     """
     expired = and_(tasks.c.status == states.RUNNING, tasks.c.lease_expires_at < db_now())
     async with engine.connect() as conn:
@@ -41,6 +43,7 @@ async def reap_expired_leases(engine: AsyncEngine) -> int:
             query = select(
                 tasks.c.id,
                 tasks.c.job_id,
+                tasks.c.kind,
                 tasks.c.fence,
                 tasks.c.attempts,
                 tasks.c.lease_owner,
@@ -53,14 +56,14 @@ async def reap_expired_leases(engine: AsyncEngine) -> int:
                 query = query.with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
             for row in rows:
-                await _requeue_lost(conn, row)
+                await _requeue_lost(conn, row, settle_for)
             await refresh_jobs(conn, {row.job_id for row in rows})
             return len(rows)
     finally:
         await conn.close()
 
 
-async def _requeue_lost(conn: AsyncConnection, row: Any) -> None:
+async def _requeue_lost(conn: AsyncConnection, row: Any, settle_for: SettleLookup | None) -> None:
     lost = row.lost_attempts + 1
     if row.cancel_requested:
         status, error = states.CANCELLED, "cancelled (its worker was lost)"
@@ -97,3 +100,6 @@ async def _requeue_lost(conn: AsyncConnection, row: Any) -> None:
             ended_at=db_now(),
         )
     )
+    settle = settle_for(row.kind) if final and settle_for is not None else None
+    if settle is not None:
+        await settle_ended_task(conn, settle, row.job_id, status, error)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from reelhouse.core.jobs.context import TaskContext
 
 Handler = Callable[["TaskContext"], Awaitable[Any]]
@@ -14,9 +16,13 @@ Handler = Callable[["TaskContext"], Awaitable[Any]]
 # after the handler returned (in a database worker right after it, in NATS mode when the
 # result event arrives): publication of the outputs, follow-up tasks. Returns the task result.
 FinishHook = Callable[["TaskContext", Any], Awaitable[Any]]
-# Run once by whoever moved the task to failed/dead/cancelled (the compare-and-set winner):
-# `settle(engine, job_id, status, reason)`, e.g. mark an asset failed.
-SettleHook = Callable[[Any, int, str, str], Awaitable[None]]
+# Run by whoever moved the task to failed/dead/cancelled (the compare-and-set winner), inside
+# that transaction: `settle(conn, job_id, status, reason)`, e.g. mark an asset failed. So a
+# job never reads as failed while its domain rows still say "encoding", and a worker dying
+# between the two writes cannot leave them so. A hook that raises is logged and rolled back to
+# its savepoint; the task's transition stands.
+SettleHook = Callable[["AsyncConnection", int, str, str], Awaitable[None]]
+SettleLookup = Callable[[str], SettleHook | None]  # a kind's name -> its settle hook
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,10 @@ class TaskKind:
 @dataclass
 class TaskRegistry:
     kinds: dict[str, TaskKind] = field(default_factory=dict)
+
+    def settle_hook(self, name: str) -> SettleHook | None:
+        kind = self.kinds.get(name)
+        return None if kind is None else kind.settle
 
     def register(self, kind: TaskKind) -> TaskKind:
         if kind.name in self.kinds:

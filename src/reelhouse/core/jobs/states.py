@@ -53,6 +53,7 @@ DEAD = TaskStatus.DEAD
 
 TASK_STATES = tuple(TaskStatus)
 TASK_FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
+TASK_UNSUCCESSFUL = frozenset({FAILED, CANCELLED, DEAD})  # the states a settle hook runs for
 
 JOB_QUEUED = JobStatus.QUEUED
 JOB_PROCESSING = JobStatus.PROCESSING

@@ -233,8 +233,7 @@ class Worker:
                 log.info("task released on shutdown", extra=extra)
                 return Outcome.RELEASED
             if task.id in self._cancelling:
-                if await asyncio.shield(self.queue.mark_cancelled(lease)):
-                    await asyncio.shield(settle(self.engine, kind, task, states.CANCELLED, "cancelled"))
+                await asyncio.shield(self.queue.mark_cancelled(lease, settle=kind.settle))
                 log.info("task cancelled", extra=extra)
                 return Outcome.CANCELLED
             raise
@@ -244,8 +243,7 @@ class Worker:
         except TimeoutError:
             return await self._retry(kind, task, f"timed out after {timeout:g}s", extra)
         except PermanentError as exc:
-            if await self.queue.fail_permanently(lease, exc.reason):
-                await settle(self.engine, kind, task, states.FAILED, exc.reason)
+            await self.queue.fail_permanently(lease, exc.reason, settle=kind.settle)
             log.warning("task failed permanently: %s", exc.reason, extra=extra)
             return Outcome.FAILED
         except (RateLimitedError, CircuitOpenError) as exc:
@@ -267,12 +265,11 @@ class Worker:
 
     async def _retry(self, kind: TaskKind, task: ClaimedTask, reason: str, extra: dict[str, Any]) -> str:
         delay = backoff_delay(task.attempts, base=kind.backoff_base, cap=kind.backoff_cap)
-        status = await self.queue.retry_later(task.lease, reason, delay)
+        status = await self.queue.retry_later(task.lease, reason, delay, settle=kind.settle)
         if status is None:
             log.warning("lease lost before the failure was recorded: %s", reason, extra=extra)
             return Outcome.LOST
         if status == states.DEAD:
-            await settle(self.engine, kind, task, states.DEAD, reason)
             log.error("task dead: %s", reason, extra=extra)  # no retry follows: no retry_in_s
         else:
             log.warning("task will retry: %s", reason, extra={**extra, "retry_in_s": round(delay.total_seconds(), 2)})
@@ -323,7 +320,7 @@ class Worker:
         interval = max(0.5, self.options.lease.total_seconds() / 2)
         while True:
             try:
-                reaped = await self.queue.reap_expired_leases()
+                reaped = await self.queue.reap_expired_leases(self.registry.settle_hook)
                 if reaped:
                     log.warning("requeued %d tasks with expired leases", reaped, extra={"component": "worker"})
                     self._slot_freed.set()
@@ -347,13 +344,3 @@ class Worker:
             runner.cancel()
         if pending:
             await asyncio.wait(pending)
-
-
-async def settle(engine: AsyncEngine, kind: TaskKind, task: ClaimedTask, status: str, reason: str) -> None:
-    """Run the kind's settle hook after this run ended the task without success."""
-    if kind.settle is None:
-        return
-    try:
-        await kind.settle(engine, task.job_id, status, reason)
-    except Exception:
-        log.exception("settle hook of %s failed", kind.name, extra={"task_id": task.id})
