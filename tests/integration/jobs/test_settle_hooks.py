@@ -15,10 +15,22 @@ from reelhouse.core.db.models import tasks
 from reelhouse.core.jobs import states
 from reelhouse.core.jobs.control import get_job, request_cancel
 from reelhouse.core.jobs.queue import TaskQueue
-from reelhouse.core.jobs.registry import TaskKind, TaskRegistry
+from reelhouse.core.jobs.registry import SettleHook, TaskKind, TaskRegistry
 from tests.integration.jobs.test_fencing import SHORT, expire_and_reap
 
 LEASE = timedelta(seconds=30)
+
+
+def queue_settling(engine, settle: SettleHook, *kinds: str) -> TaskQueue:
+    """A queue whose transitions settle `kinds` with `settle`, as a worker's or kernel's does."""
+
+    async def handler(ctx: Any) -> None:
+        return None
+
+    registry = TaskRegistry()
+    for name in kinds:
+        registry.register(TaskKind(name, handler, settle=settle))
+    return TaskQueue(engine, settle_for=registry.settle_hook)
 
 
 async def task_row(engine, task_id: int) -> dict[str, Any]:
@@ -27,9 +39,6 @@ async def task_row(engine, task_id: int) -> dict[str, Any]:
 
 
 async def test_the_hook_runs_inside_the_transaction_that_ends_the_task(engine):
-    queue = TaskQueue(engine)
-    enq = await queue.enqueue("settled", max_attempts=1)
-    [run] = await queue.claim("w", ["settled"], 1, LEASE)
     seen: list[tuple[str, str, str]] = []
 
     async def settle(conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
@@ -38,42 +47,45 @@ async def test_the_hook_runs_inside_the_transaction_that_ends_the_task(engine):
         outside = (await task_row(engine, run.id))["status"]
         seen.append((inside, outside, f"{job_id}:{status}:{reason}"))
 
+    queue = queue_settling(engine, settle, "settled")
+    enq = await queue.enqueue("settled", max_attempts=1)
+    [run] = await queue.claim("w", ["settled"], 1, LEASE)
     async with asyncio.timeout(30):
-        assert await queue.fail_permanently(run.lease, "broken input", settle=settle)
+        assert await queue.fail_permanently(run.lease, "broken input")
     assert seen == [(states.FAILED, states.RUNNING, f"{enq.job_id}:failed:broken input")]
     assert (await get_job(engine, enq.job_id))["status"] == states.JOB_FAILED
 
 
 async def test_the_hook_runs_for_a_dead_or_cancelled_end_and_not_for_a_retry(engine):
-    queue = TaskQueue(engine)
     calls: list[tuple[str, str]] = []
 
     async def settle(conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
         calls.append((status, reason))
 
+    queue = queue_settling(engine, settle, "flaky", "stopped")
+
     await queue.enqueue("flaky", max_attempts=2)
     [run] = await queue.claim("w", ["flaky"], 1, LEASE)
-    assert await queue.retry_later(run.lease, "boom 1", timedelta(0), settle=settle) == states.QUEUED
+    assert await queue.retry_later(run.lease, "boom 1", timedelta(0)) == states.QUEUED
     assert calls == []
     [run] = await queue.claim("w", ["flaky"], 1, LEASE)
-    assert await queue.retry_later(run.lease, "boom 2", timedelta(0), settle=settle) == states.DEAD
+    assert await queue.retry_later(run.lease, "boom 2", timedelta(0)) == states.DEAD
     cancelled = await queue.enqueue("stopped")
     [run] = await queue.claim("w", ["stopped"], 1, LEASE)
     await request_cancel(engine, cancelled.task_id)
-    assert await queue.mark_cancelled(run.lease, settle=settle)
+    assert await queue.mark_cancelled(run.lease)
     assert calls == [(states.DEAD, "boom 2"), (states.CANCELLED, "cancelled")]
 
 
 async def test_a_failing_hook_is_undone_and_the_end_of_the_task_stands(engine, caplog):
-    queue = TaskQueue(engine)
-    enq = await queue.enqueue("settled", max_attempts=1)
-    [run] = await queue.claim("w", ["settled"], 1, LEASE)
-
     async def broken(conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
-        await conn.execute(update(tasks).where(tasks.c.id == run.id).values(last_error="written by the hook"))
+        await conn.execute(update(tasks).where(tasks.c.job_id == job_id).values(last_error="written by the hook"))
         raise RuntimeError("the hook broke")
 
-    assert await queue.fail_permanently(run.lease, "broken input", settle=broken)
+    queue = queue_settling(engine, broken, "settled")
+    enq = await queue.enqueue("settled", max_attempts=1)
+    [run] = await queue.claim("w", ["settled"], 1, LEASE)
+    assert await queue.fail_permanently(run.lease, "broken input")
     row = await task_row(engine, enq.task_id)
     assert (row["status"], row["last_error"]) == (states.FAILED, "broken input")
     assert any("settle hook failed" in r.getMessage() for r in caplog.records)
@@ -87,16 +99,13 @@ async def test_the_reaper_settles_the_tasks_it_ends(engine):
     async def settle(conn: AsyncConnection, job_id: int, status: str, reason: str) -> None:
         calls.append((job_id, status, reason))
 
-    async def handler(ctx: Any) -> None:
-        return None
-
-    registry = TaskRegistry()
-    registry.register(TaskKind("crasher", handler, settle=settle))
-    queue = TaskQueue(engine)
-    dead = await queue.enqueue("crasher", max_lost_attempts=1)
-    await queue.claim("w1", ["crasher"], 1, SHORT)
-    await expire_and_reap(queue, engine)  # without a lookup: the old call still works, unsettled
+    unsettled = TaskQueue(engine)
+    dead = await unsettled.enqueue("crasher", max_lost_attempts=1)
+    await unsettled.claim("w1", ["crasher"], 1, SHORT)
+    await expire_and_reap(unsettled, engine)  # a queue without a lookup ends it, unsettled
     assert (await task_row(engine, dead.task_id))["status"] == states.DEAD and calls == []
+
+    queue = queue_settling(engine, settle, "crasher")
 
     again = await queue.enqueue("crasher", max_lost_attempts=1)
     await queue.claim("w2", ["crasher"], 1, SHORT)
@@ -106,7 +115,7 @@ async def test_the_reaper_settles_the_tasks_it_ends(engine):
     reaped = 0
     async with asyncio.timeout(30):  # the leases are 0.2 s
         while reaped < 2:
-            reaped += await queue.reap_expired_leases(registry.settle_hook)
+            reaped += await queue.reap_expired_leases()
             await asyncio.sleep(0.05)
     assert sorted(calls) == sorted(
         [

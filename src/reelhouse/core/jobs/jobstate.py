@@ -1,9 +1,11 @@
-"""Keeps jobs' status and progress in step with their tasks, set-based."""
+"""Keeps jobs' status and progress in step with their tasks, set-based, and settles a kind's
+domain rows when one of its tasks ends without success."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Float, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reelhouse.core.db.models import jobs, tasks
 from reelhouse.core.jobs.dbtime import db_now
 from reelhouse.core.jobs.jobsql import refresh_jobs_sql
-from reelhouse.core.jobs.registry import SettleHook
+from reelhouse.core.jobs.registry import SettleLookup
 
 log = logging.getLogger("reelhouse.jobs")
 
@@ -67,11 +69,15 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     return dict(rows)
 
 
-async def settle_ended_task(conn: AsyncConnection, settle: SettleHook, job_id: int, status: str, reason: str) -> None:
-    """The kind's settle hook in its own savepoint: a hook that fails is logged and undone,
-    and the task's transition commits without it (as it did when hooks ran afterwards)."""
+async def settle_ended_task(conn: AsyncConnection, settle_for: SettleLookup | None, task: Any, reason: str) -> None:
+    """Run the settle hook of `task`'s kind (a row with kind, job_id and status, just ended)
+    in the transaction that ended it, in its own savepoint: a hook that fails is logged and
+    undone, and the task's transition commits without it."""
+    settle = settle_for(task.kind) if settle_for is not None else None
+    if settle is None:
+        return
     try:
         async with conn.begin_nested():
-            await settle(conn, job_id, status, reason)
+            await settle(conn, task.job_id, str(task.status), reason)
     except Exception:
-        log.exception("settle hook failed", extra={"job_id": job_id, "status": status})
+        log.exception("settle hook failed", extra={"job_id": task.job_id, "kind": task.kind, "status": task.status})

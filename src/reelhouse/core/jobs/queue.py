@@ -28,7 +28,7 @@ from reelhouse.core.jobs.errors import LeaseLost
 from reelhouse.core.jobs.hotpath import ClaimedTask, Lease, claimed_task, hot_path, result_json
 from reelhouse.core.jobs.jobstate import lock_jobs_of_tasks, refresh_job, refresh_jobs, settle_ended_task
 from reelhouse.core.jobs.reaper import reap_expired_leases
-from reelhouse.core.jobs.registry import SettleHook, SettleLookup
+from reelhouse.core.jobs.registry import SettleLookup
 from reelhouse.core.telemetry.correlation import current_correlation_id
 from reelhouse.core.telemetry.tracing import current_trace_context
 
@@ -60,10 +60,14 @@ def _run_after(value: datetime | timedelta | None) -> Any:
 
 
 class TaskQueue:
-    def __init__(self, engine: AsyncEngine, *, hold_connections: bool = False) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, hold_connections: bool = False, settle_for: SettleLookup | None = None
+    ) -> None:
         """`hold_connections`: keep the hot path's driver connections for the queue's life (a
-        worker does; call `aclose`)."""
+        worker does; call `aclose`). `settle_for`: a kind's settle hook by its name (a worker's
+        or kernel's registry), run when this queue ends a task failed, dead or cancelled."""
         self.engine = engine
+        self.settle_for = settle_for
         self.postgres = engine.dialect.name == "postgresql"
         self.hot = hot_path(engine, hold=hold_connections)
 
@@ -403,11 +407,10 @@ class TaskQueue:
         values: dict[str, Any],
         outcome: states.Outcome | None,
         error: str | None = None,
-        settle: SettleHook | None = None,
     ) -> str | None:
         """Compare-and-set from running-under-this-fence to a new state, with the job
         re-aggregated and, for a run that did not succeed, a history row; a task that ended
-        failed, dead or cancelled is settled (the kind's hook) in the same transaction.
+        failed, dead or cancelled is settled (its kind's hook) in the same transaction.
         None if lost."""
         conn = await write_connection(self.engine)
         try:
@@ -418,7 +421,7 @@ class TaskQueue:
                         update(tasks)
                         .where(holds(lease))
                         .values(lease_owner=None, lease_expires_at=None, updated_at=db_now(), **values)
-                        .returning(tasks.c.job_id, tasks.c.status, tasks.c.started_at)
+                        .returning(tasks.c.job_id, tasks.c.kind, tasks.c.status, tasks.c.started_at)
                     )
                 ).first()
                 if row is None:
@@ -437,16 +440,16 @@ class TaskQueue:
                             ended_at=db_now(),
                         )
                     )
-                if settle is not None and row.status in states.TASK_UNSUCCESSFUL:
-                    await settle_ended_task(conn, settle, row.job_id, str(row.status), error or str(row.status))
+                if row.status in states.TASK_UNSUCCESSFUL:
+                    await settle_ended_task(conn, self.settle_for, row, error or str(row.status))
                 await refresh_jobs(conn, [row.job_id])
                 return str(row.status)
         finally:
             await conn.close()
 
-    async def fail_permanently(self, lease: Lease, reason: str, *, settle: SettleHook | None = None) -> bool:
+    async def fail_permanently(self, lease: Lease, reason: str) -> bool:
         values = {"status": states.FAILED, "last_error": reason, "error_class": "permanent", "finished_at": db_now()}
-        return await self._finish(lease, values, states.Outcome.FAILED, reason, settle) is not None
+        return await self._finish(lease, values, states.Outcome.FAILED, reason) is not None
 
     async def retry_later(
         self,
@@ -456,10 +459,9 @@ class TaskQueue:
         *,
         error_class: str = "transient",
         spend_attempt: bool = True,
-        settle: SettleHook | None = None,
     ) -> str | None:
         """Requeue after `delay` (from the database's now), or mark dead when attempts are used
-        up (then `settle` runs). Rate limits and open circuits do not spend an attempt: waiting
+        up (then the task is settled). Rate limits and open circuits do not spend an attempt: waiting
         for a provider is not a failure. Returns the new status, or None when the lease was lost."""
         exhausted = tasks.c.attempts >= tasks.c.max_attempts
         if not spend_attempt:
@@ -479,16 +481,16 @@ class TaskQueue:
             "run_after": db_now(delay),
             "finished_at": case((exhausted, db_now()), else_=None),
         }
-        return await self._finish(lease, values, states.Outcome.RETRIED, reason, settle)
+        return await self._finish(lease, values, states.Outcome.RETRIED, reason)
 
-    async def mark_cancelled(self, lease: Lease, *, settle: SettleHook | None = None) -> bool:
+    async def mark_cancelled(self, lease: Lease) -> bool:
         values = {
             "status": states.CANCELLED,
             "last_error": "cancelled",
             "error_class": "cancelled",
             "finished_at": db_now(),
         }
-        return await self._finish(lease, values, states.Outcome.CANCELLED, "cancelled", settle) is not None
+        return await self._finish(lease, values, states.Outcome.CANCELLED, "cancelled") is not None
 
     async def release(self, lease: Lease) -> bool:
         """Give a task back untouched (worker shutting down): the run does not count."""
@@ -496,6 +498,6 @@ class TaskQueue:
         return await self._finish(lease, values, states.Outcome.RELEASED, "released on shutdown") is not None
 
     # ---- lost workers ------------------------------------------------------------------------
-    async def reap_expired_leases(self, settle_for: SettleLookup | None = None) -> int:
+    async def reap_expired_leases(self) -> int:
         """Requeue (or end) tasks whose lease expired by the database's clock; see reaper.py."""
-        return await reap_expired_leases(self.engine, settle_for)
+        return await reap_expired_leases(self.engine, self.settle_for)

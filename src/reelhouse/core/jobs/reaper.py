@@ -43,7 +43,6 @@ async def reap_expired_leases(engine: AsyncEngine, settle_for: SettleLookup | No
             query = select(
                 tasks.c.id,
                 tasks.c.job_id,
-                tasks.c.kind,
                 tasks.c.fence,
                 tasks.c.attempts,
                 tasks.c.lease_owner,
@@ -72,7 +71,7 @@ async def _requeue_lost(conn: AsyncConnection, row: Any, settle_for: SettleLooku
     else:
         status, error = states.QUEUED, f"lease expired: worker lost ({lost} of {row.max_lost_attempts}); requeued"
     final = status in states.TASK_FINAL
-    await conn.execute(
+    ended = await conn.execute(
         update(tasks)
         .where(tasks.c.id == row.id, tasks.c.fence == row.fence, tasks.c.status == states.RUNNING)
         .values(
@@ -87,7 +86,9 @@ async def _requeue_lost(conn: AsyncConnection, row: Any, settle_for: SettleLooku
             run_after=db_now(),
             finished_at=db_now() if final else None,
         )
+        .returning(tasks.c.job_id, tasks.c.kind, tasks.c.status)
     )
+    task = ended.first()
     await conn.execute(
         task_attempts.insert().values(
             task_id=row.id,
@@ -100,6 +101,5 @@ async def _requeue_lost(conn: AsyncConnection, row: Any, settle_for: SettleLooku
             ended_at=db_now(),
         )
     )
-    settle = settle_for(row.kind) if final and settle_for is not None else None
-    if settle is not None:
-        await settle_ended_task(conn, settle, row.job_id, status, error)
+    if final and task is not None:
+        await settle_ended_task(conn, settle_for, task, error)

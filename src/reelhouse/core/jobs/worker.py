@@ -62,7 +62,7 @@ class Worker:
         self.engine = engine
         self.registry = registry
         self.options = options
-        self.queue = TaskQueue(engine, hold_connections=True)
+        self.queue = TaskQueue(engine, hold_connections=True, settle_for=registry.settle_hook)
         self.record = WorkerRecord(engine, options.worker_id)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._leases: dict[int, Lease] = {}
@@ -233,7 +233,7 @@ class Worker:
                 log.info("task released on shutdown", extra=extra)
                 return Outcome.RELEASED
             if task.id in self._cancelling:
-                await asyncio.shield(self.queue.mark_cancelled(lease, settle=kind.settle))
+                await asyncio.shield(self.queue.mark_cancelled(lease))
                 log.info("task cancelled", extra=extra)
                 return Outcome.CANCELLED
             raise
@@ -243,7 +243,7 @@ class Worker:
         except TimeoutError:
             return await self._retry(kind, task, f"timed out after {timeout:g}s", extra)
         except PermanentError as exc:
-            await self.queue.fail_permanently(lease, exc.reason, settle=kind.settle)
+            await self.queue.fail_permanently(lease, exc.reason)
             log.warning("task failed permanently: %s", exc.reason, extra=extra)
             return Outcome.FAILED
         except (RateLimitedError, CircuitOpenError) as exc:
@@ -265,7 +265,7 @@ class Worker:
 
     async def _retry(self, kind: TaskKind, task: ClaimedTask, reason: str, extra: dict[str, Any]) -> str:
         delay = backoff_delay(task.attempts, base=kind.backoff_base, cap=kind.backoff_cap)
-        status = await self.queue.retry_later(task.lease, reason, delay, settle=kind.settle)
+        status = await self.queue.retry_later(task.lease, reason, delay)
         if status is None:
             log.warning("lease lost before the failure was recorded: %s", reason, extra=extra)
             return Outcome.LOST
@@ -320,7 +320,7 @@ class Worker:
         interval = max(0.5, self.options.lease.total_seconds() / 2)
         while True:
             try:
-                reaped = await self.queue.reap_expired_leases(self.registry.settle_hook)
+                reaped = await self.queue.reap_expired_leases()
                 if reaped:
                     log.warning("requeued %d tasks with expired leases", reaped, extra={"component": "worker"})
                     self._slot_freed.set()

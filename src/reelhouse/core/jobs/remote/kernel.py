@@ -44,7 +44,7 @@ from reelhouse.core.jobs.context import TaskContext
 from reelhouse.core.jobs.dbtime import db_now
 from reelhouse.core.jobs.errors import LeaseLost, PermanentError
 from reelhouse.core.jobs.queue import ClaimedTask, Lease, TaskQueue
-from reelhouse.core.jobs.registry import SettleHook, TaskKind, TaskRegistry
+from reelhouse.core.jobs.registry import TaskKind, TaskRegistry
 from reelhouse.core.jobs.remote import bus
 from reelhouse.core.jobs.remote.settings import NatsSettings
 from reelhouse.core.jobs.retry import backoff_delay
@@ -83,7 +83,7 @@ class KernelBridge:
         self.lease = lease
         self.stale_after = stale_after
         self.name = name
-        self.queue = TaskQueue(engine)
+        self.queue = TaskQueue(engine, settle_for=registry.settle_hook)
         self.remote_kinds = sorted(k.name for k in registry.kinds.values() if k.remote)
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
@@ -189,7 +189,7 @@ class KernelBridge:
         return len(rows)
 
     async def reap(self) -> None:
-        reaped = await self.queue.reap_expired_leases(self.registry.settle_hook)
+        reaped = await self.queue.reap_expired_leases()
         if reaped:
             log.warning("requeued %d tasks with expired leases", reaped)
 
@@ -315,7 +315,7 @@ class KernelBridge:
         elif kind == "failed":
             await self._failed(lease, doc, extra)
         elif kind == "cancelled":
-            if not await self.queue.mark_cancelled(lease, settle=await self._settle_hook(lease)):
+            if not await self.queue.mark_cancelled(lease):
                 await self._pointer_gone(lease)
         elif kind == "released":
             await self.queue.release(lease)
@@ -363,12 +363,12 @@ class KernelBridge:
                 await self._pointer_gone(lease)
                 return
             except PermanentError as exc:
-                await self.queue.fail_permanently(lease, exc.reason, settle=kind.settle)
+                await self.queue.fail_permanently(lease, exc.reason)
                 return
             except Exception as exc:
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 delay = backoff_delay(lease.attempt, base=kind.backoff_base, cap=kind.backoff_cap)
-                await self.queue.retry_later(lease, f"finishing failed: {reason}", delay, settle=kind.settle)
+                await self.queue.retry_later(lease, f"finishing failed: {reason}", delay)
                 return
         if await self.queue.succeed(lease, result):
             log.info("task %s succeeded on NATS worker %s", lease.task_id, lease.owner, extra=extra)
@@ -388,29 +388,18 @@ class KernelBridge:
 
     async def _failed(self, lease: Lease, doc: dict[str, Any], extra: dict[str, Any]) -> None:
         reason = str(doc.get("reason") or "failed")[:4000]
-        settle = await self._settle_hook(lease)
         if doc.get("permanent"):
-            if not await self.queue.fail_permanently(lease, reason, settle=settle):
+            if not await self.queue.fail_permanently(lease, reason):
                 await self._pointer_gone(lease)
             return
         delay = timedelta(seconds=max(0.0, float(doc.get("delay", 0.0))))
         spend = bool(doc.get("spend_attempt", True))
         status = await self.queue.retry_later(
-            lease,
-            reason,
-            delay,
-            error_class="transient" if spend else "rate_limited",
-            spend_attempt=spend,
-            settle=settle,
+            lease, reason, delay, error_class="transient" if spend else "rate_limited", spend_attempt=spend
         )
         if status is None:
             log.warning("late failure of task %s refused (fence %s)", lease.task_id, lease.fence, extra=extra)
             await self._pointer_gone(lease)
-
-    async def _settle_hook(self, lease: Lease) -> SettleHook | None:
-        """The settle hook of the task's kind, which the queue runs if this outcome ends it."""
-        found = await self._task_kind(lease.task_id)
-        return None if found is None or found[1] is None else found[1].settle
 
     # ---- registry ----------------------------------------------------------------------------
     async def mirror(self) -> None:
